@@ -1,0 +1,1 @@
+"""Alpamayo-R1 network, ROS-free: config, tokens, prompt, expert, flow matching, action space, loading."""

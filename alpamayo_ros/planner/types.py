@@ -1,0 +1,95 @@
+"""Plain data passed between the planner stages. Times are int nanoseconds (`*_ns`), SI units elsewhere.
+
+Frames: the ego frame is x forward, y left, z up (MODEL.md §4.4); the odometry frame is whatever frame the
+odometry source reports poses in (usually `odom`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded camera image."""
+
+    stamp_ns: int
+    image: np.ndarray  # [H, W, 3] uint8 RGB
+
+
+@dataclass(frozen=True)
+class EgoSample:
+    """One odometry pose of base_link in the odometry frame."""
+
+    stamp_ns: int
+    position: np.ndarray  # [3] float64, m
+    orientation_xyzw: np.ndarray  # [4] float64, ROS order (x, y, z, w), unit norm
+    linear_velocity: np.ndarray = field(default_factory=lambda: np.zeros(3))  # [3] m/s in base_link (twist)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the model needs for one planning cycle, synchronised at the observation time t0."""
+
+    t0_ns: int
+    camera_names: tuple[str, ...]  # V names, in model order
+    images: tuple[np.ndarray, ...]  # V arrays, each [F, H, W, 3] uint8 RGB, oldest frame first
+    frame_stamps_ns: np.ndarray  # [V, F] int64, the stamp of each chosen frame
+    history_xyz: np.ndarray  # [H, 3] float32, ego frame at t0 (last row = 0)
+    history_rot: np.ndarray  # [H, 3, 3] float32, ego frame at t0 (last = identity)
+    t0_position: np.ndarray  # [3] float64, base_link at t0 in the odometry frame
+    t0_rotation: np.ndarray  # [3, 3] float64, base_link at t0 in the odometry frame
+    speed_mps: float  # measured ego speed at t0
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """Model output for one observation: S sampled trajectories of T waypoints in the ego frame at t0."""
+
+    xyz: np.ndarray  # [S, T, 3] float32, m
+    rot: np.ndarray  # [S, T, 3, 3] float32
+    reasoning: tuple[str, ...]  # S Chain-of-Causation strings
+    timings_ms: dict[str, float]  # per stage, e.g. {"vision": .., "prefill": .., "decode": .., "expert": ..}
+
+
+class SkipReason(enum.Enum):
+    """Why a planning tick produced no plan. Every skipped tick is counted under exactly one reason."""
+
+    BUSY = "busy"  # the previous cycle is still running
+    NOT_ACTIVE = "not_active"
+    NO_IMAGES = "no_images"  # some camera has no frame at all
+    CAMERAS_OUT_OF_SYNC = "cameras_out_of_sync"  # no common t0 within the sync tolerance
+    FRAMES_MISSING = "frames_missing"  # a camera lacks a frame near t0-0.3 .. t0 within tolerance
+    IMAGE_SIZE_MISMATCH = "image_size_mismatch"
+    NO_ODOMETRY = "no_odometry"
+    HISTORY_INCOMPLETE = "history_incomplete"  # odometry does not cover t0-1.5 s .. t0
+    INPUT_STALE = "input_stale"  # t0 older than the maximum input age
+    STALE_DUPLICATE = "stale_duplicate"  # t0 not newer than the last planned t0
+    MODEL_ERROR = "model_error"
+    OUT_OF_MEMORY = "out_of_memory"
+    NO_VALID_CANDIDATE = "no_valid_candidate"
+    PLAN_TOO_OLD = "plan_too_old"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A planning tick that produced no plan, and why."""
+
+    reason: SkipReason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A completed planning cycle."""
+
+    observation: Observation
+    result: EngineResult
+    selected_index: int  # index into result.xyz; -1 if no candidate is valid
+    scores: np.ndarray  # [S] float32, higher is better
+    flags: np.ndarray  # [S] uint32, validator bits (TrajectorySet.FLAG_*), 0 = valid

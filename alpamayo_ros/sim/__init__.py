@@ -1,0 +1,1 @@
+"""Synthetic driving scenes, rosbag writing and tiny-model training."""
