@@ -84,6 +84,24 @@ class Skip:
     detail: str = ""
 
 
+class CandidateFlag(enum.IntFlag):
+    """Validator bits of Plan.flags; the values mirror TrajectorySet.msg FLAG_*. Any bit set: never selected."""
+
+    NON_FINITE = 1
+    SPACING = 2
+    CURVATURE = 4
+    YAW_RATE = 8
+    LATERAL_ACCEL = 16
+    LATERAL_JERK = 32
+    LONGITUDINAL_ACCEL = 64
+    STEERING = 128
+    STEERING_RATE = 256
+    SPEED_DEVIATION = 512
+    FIRST_POINT = 1024
+    LENGTH = 2048
+    PLAN_AGE = 4096
+
+
 @dataclass(frozen=True)
 class Plan:
     """A completed planning cycle."""
@@ -92,4 +110,4 @@ class Plan:
     result: EngineResult
     selected_index: int  # index into result.xyz; -1 if no candidate is valid
     scores: np.ndarray  # [S] float32, higher is better
-    flags: np.ndarray  # [S] uint32, validator bits (TrajectorySet.FLAG_*), 0 = valid
+    flags: np.ndarray  # [S] uint32, validator bits (CandidateFlag = TrajectorySet.FLAG_*), 0 = valid
