@@ -85,7 +85,7 @@ class Skip:
 
 
 class CandidateFlag(enum.IntFlag):
-    """Validator bits of Plan.flags; the values mirror TrajectorySet.msg FLAG_*. Any bit set: never selected."""
+    """Validator bits of Plan.flags, mirroring TrajectorySet.msg FLAG_*. Any bit set: never selected."""
 
     NON_FINITE = 1
     SPACING = 2

@@ -15,7 +15,7 @@ PKG = REPO / "alpamayo_ros"
 # Python import name -> requirements/python.txt distribution name.
 DISTRIBUTION_OF = {"cv2": "opencv-python-headless", "yaml": "pyyaml", "PIL": "pillow"}
 STDLIB = set(sys.stdlib_module_names)
-ROS_PYTHON = {"rclpy", "ament_index_python", "rosidl_runtime_py", "builtin_interfaces"}
+ROS_PYTHON = {"rclpy", "ament_index_python", "rosidl_runtime_py", "builtin_interfaces", "rcl_interfaces"}
 
 
 def _package_xml() -> ET.Element:
