@@ -28,7 +28,9 @@ TORCH_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
 .PHONY: setup test test-unit test-integration demo clean
 
-setup: $(STAMPS)/package
+SAMPLE_BAG := out/sample_bag
+
+setup: $(STAMPS)/package $(SAMPLE_BAG)/metadata.yaml
 
 $(STAMPS)/venv:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +46,10 @@ $(STAMPS)/package: $(STAMPS)/deps-$(ROS_DISTRO) $(PKG_SOURCES)
 	$(PY) -m pip install -q --no-build-isolation --no-deps .
 	$(PY) -c "from alpamayo_ros.msg import TrajectorySet, PlannerStatus"
 	touch $@
+
+# A 15 s red-light scene, 4 JPEG cameras at 10 Hz (180x320), 50 Hz odometry, MCAP (~7 MB, ~8 s).
+$(SAMPLE_BAG)/metadata.yaml: $(STAMPS)/package
+	$(PY) -m alpamayo_ros.sim.make_bag $(SAMPLE_BAG) --overwrite
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadgroup test

@@ -104,6 +104,8 @@ setup(
     entry_points={
         "console_scripts": [
             "alpamayo-planner = alpamayo_ros.ros.planner_node:main",
+            "alpamayo-replay = alpamayo_ros.ros.replay:main",
+            "alpamayo-make-bag = alpamayo_ros.sim.make_bag:main",
         ],
     },
 )
