@@ -8,8 +8,11 @@ modified once added, so the references stay valid even if the buffers evict them
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,15 +24,16 @@ from alpamayo_ros.planner.selection import SelectionMode, select
 from alpamayo_ros.planner.sync import SyncConfig, select_frames
 from alpamayo_ros.planner.types import (
     NS_PER_S,
-    CandidateFlag,
     EgoSample,
     EngineResult,
     Frame,
     Observation,
     Plan,
+    PlanSource,
     Skip,
     SkipReason,
 )
+from alpamayo_ros.planner.validator import NoValidPolicy, ValidatorConfig, stop_trajectory, validate
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,16 @@ class PlannerConfig:
     # A stamp this much older than the newest of its stream means time went backwards (bag loop, sim
     # reset): every buffer is cleared. Must exceed the normal out-of-order arrival of one stream, s.
     time_jump_threshold_s: float = 1.0
+    # Trajectory checks (thresholds, wheelbase, maximum plan age); flagged candidates are never selected.
+    validator: ValidatorConfig = field(default_factory=ValidatorConfig)
+    # What a cycle without a valid new plan publishes (also after an engine failure; AS_IS needs a result).
+    no_valid_policy: NoValidPolicy = NoValidPolicy.STOP_PUBLISHING
+    # When the policy leaves nothing to publish: publish a straight-ahead stop trajectory instead.
+    publish_stop_trajectory: bool = False
+    # Constant deceleration of the stop trajectory, m/s^2 (comfortable braking).
+    stop_decel_mps2: float = 2.5
+    # Waypoints of the stop trajectory (the model's T, MODEL.md: 64).
+    stop_num_waypoints: int = 64
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -95,6 +109,16 @@ class PlannerConfig:
             )
         if not self.time_jump_threshold_s > 0:
             raise ValueError(f"time_jump_threshold_s must be > 0, got {self.time_jump_threshold_s}")
+        if not isinstance(self.validator, ValidatorConfig):
+            raise ValueError(f"validator must be a ValidatorConfig, got {self.validator!r}")
+        if not isinstance(self.no_valid_policy, NoValidPolicy):
+            raise ValueError(f"no_valid_policy must be a NoValidPolicy, got {self.no_valid_policy!r}")
+        if not isinstance(self.publish_stop_trajectory, bool):
+            raise ValueError(f"publish_stop_trajectory must be a bool, got {self.publish_stop_trajectory!r}")
+        if not (math.isfinite(self.stop_decel_mps2) and self.stop_decel_mps2 > 0):
+            raise ValueError(f"stop_decel_mps2 must be finite and > 0, got {self.stop_decel_mps2}")
+        if self.stop_num_waypoints < 1:
+            raise ValueError(f"stop_num_waypoints must be >= 1, got {self.stop_num_waypoints}")
 
 
 class SkipCounter:
@@ -153,6 +177,7 @@ class PlanningCore:
         self._odometry = OdometryBuffer(round(config.odometry_horizon_s * NS_PER_S), jump_ns)
         self._lock = threading.Lock()
         self._last_planned_t0_ns: int | None = None
+        self._last_valid: Plan | None = None  # the newest NEW plan, for REPUBLISH_LAST_VALID
         self._time_jumps = 0
 
     @property
@@ -232,9 +257,10 @@ class PlanningCore:
             buffer.clear()
         self._odometry.clear()
         self._last_planned_t0_ns = None
+        self._last_valid = None
 
     def reset(self) -> None:
-        """Forget all inputs and the last planned t0 (e.g. when the node's clock jumps backwards)."""
+        """Forget all inputs, the last planned t0 and the last valid plan (e.g. when the clock jumps back)."""
         with self._lock:
             self._clear()
 
@@ -287,15 +313,29 @@ class PlanningCore:
             speed_mps=history.speed_mps,
         )
 
-    def run(self, obs: Observation, engine: InferenceEngine) -> Plan | Skip:
-        """Run the engine on `obs`, flag non-finite candidates and select one.
+    def run(
+        self, obs: Observation, engine: InferenceEngine, clock: Callable[[], int] | None = None
+    ) -> Plan | Skip:
+        """Run the engine on `obs`, validate the candidates and select a valid one.
 
         Each t0 is planned at most once: it is marked as planned before the engine runs, whatever the outcome,
         so a failing input is not retried every tick.
 
+        Args:
+            obs: the observation.
+            engine: the model.
+            clock: the planning clock, ns (the node clock); read after inference for the plan age
+                (PLAN_AGE) and the age of a plan to republish. None: the plan age is not checked, and a
+                republished plan's age is measured to obs.t0_ns instead (a lower bound).
+
         Returns:
-            A Plan, or Skip with STALE_DUPLICATE, OUT_OF_MEMORY, MODEL_ERROR (engine exception or a result of
-            the wrong shape) or NO_VALID_CANDIDATE (every candidate flagged).
+            Plan with source NEW and skip None: a valid new plan, publish it.
+            Plan with another source: a fallback chosen by no_valid_policy / publish_stop_trajectory, publish
+                it AND count the cycle as skipped under plan.skip.reason.
+            Skip: publish nothing, count it. STALE_DUPLICATE (t0 already planned; never a fallback), or with
+                nothing to fall back to: OUT_OF_MEMORY, MODEL_ERROR (engine exception or a result of the wrong
+                shape), PLAN_TOO_OLD (every candidate older than validator.max_plan_age_s) or
+                NO_VALID_CANDIDATE (every candidate flagged otherwise).
         """
         cfg = self._config
         with self._lock:
@@ -313,23 +353,71 @@ class PlanningCore:
                 logger.warning(
                     "engine %s ran out of memory at t0 %d ns: %s", engine.model_id, obs.t0_ns, detail
                 )
-                return Skip(SkipReason.OUT_OF_MEMORY, detail)
-            logger.warning("engine %s failed at t0 %d ns", engine.model_id, obs.t0_ns, exc_info=True)
-            return Skip(SkipReason.MODEL_ERROR, detail)
+                failure = Skip(SkipReason.OUT_OF_MEMORY, detail)
+            else:
+                logger.warning("engine %s failed at t0 %d ns", engine.model_id, obs.t0_ns, exc_info=True)
+                failure = Skip(SkipReason.MODEL_ERROR, detail)
+            return self._fallback(obs, failure, None, None if clock is None else clock())
+        now_ns = None if clock is None else clock()
         shape_error = _result_shape_error(result, cfg.num_samples)
         if shape_error is not None:
-            return Skip(SkipReason.MODEL_ERROR, shape_error)
+            return self._fallback(obs, Skip(SkipReason.MODEL_ERROR, shape_error), None, now_ns)
         xyz = np.asarray(result.xyz)  # [S, T, 3]
         rot = np.asarray(result.rot)  # [S, T, 3, 3]
-        num_samples = xyz.shape[0]
-        finite = np.isfinite(xyz.reshape(num_samples, -1)).all(axis=1) & np.isfinite(
-            rot.reshape(num_samples, -1)
-        ).all(axis=1)  # [S]
-        flags = np.where(finite, 0, int(CandidateFlag.NON_FINITE)).astype(np.uint32)  # [S]
-        index, scores = select(xyz, cfg.selection_mode, flags == 0, cfg.waypoint_dt_s)
-        if index < 0:
-            return Skip(
-                SkipReason.NO_VALID_CANDIDATE,
-                f"all {num_samples} candidates flagged ({int((~finite).sum())} non-finite)",
+        plan_age_s = None if now_ns is None else (now_ns - obs.t0_ns) / NS_PER_S
+        report = validate(xyz, rot, obs.speed_mps, plan_age_s, cfg.validator, cfg.waypoint_dt_s)
+        index, scores = select(xyz, cfg.selection_mode, report.flags == 0, cfg.waypoint_dt_s)
+        plan = Plan(obs, result, index, scores, report.flags, validation=report)
+        if index >= 0:
+            with self._lock:
+                self._last_valid = plan
+            return plan
+        too_old = bool(report.check("plan_age").failed.any())  # PLAN_AGE is set for all candidates or none
+        skip = Skip(
+            SkipReason.PLAN_TOO_OLD if too_old else SkipReason.NO_VALID_CANDIDATE,
+            f"all {xyz.shape[0]} candidates flagged: {report.summary()}",
+            report,
+        )
+        return self._fallback(obs, skip, plan, now_ns)
+
+    def _fallback(
+        self, obs: Observation, skip: Skip, flagged: Plan | None, now_ns: int | None
+    ) -> Plan | Skip:
+        """What a cycle without a valid new plan returns (see run).
+
+        PUBLISH_AS_IS publishes `flagged` (this cycle's validated plan, None after an engine failure) with the
+        candidate selection_mode picks among the finite ones, as if none were flagged; a non-finite candidate
+        is never published. REPUBLISH_LAST_VALID returns the last NEW plan unchanged while its age (now_ns, or
+        obs.t0_ns without a clock, minus its t0) is at most validator.max_plan_age_s. Otherwise the stop
+        trajectory if publish_stop_trajectory, else `skip`.
+        """
+        cfg = self._config
+        if cfg.no_valid_policy is NoValidPolicy.PUBLISH_AS_IS and flagged is not None:
+            xyz = np.asarray(flagged.result.xyz)  # [S, T, 3]
+            index, scores = select(xyz, cfg.selection_mode, np.ones(xyz.shape[0], bool), cfg.waypoint_dt_s)
+            if index >= 0:
+                return dataclasses.replace(
+                    flagged, selected_index=index, scores=scores, source=PlanSource.AS_IS, skip=skip
+                )
+        if cfg.no_valid_policy is NoValidPolicy.REPUBLISH_LAST_VALID:
+            with self._lock:
+                last = self._last_valid
+            if last is None:
+                skip = dataclasses.replace(skip, detail=f"{skip.detail}; no valid plan to republish")
+            else:
+                age_s = ((obs.t0_ns if now_ns is None else now_ns) - last.observation.t0_ns) / NS_PER_S
+                if age_s <= cfg.validator.max_plan_age_s:
+                    return dataclasses.replace(last, source=PlanSource.REPUBLISHED, skip=skip)
+                skip = dataclasses.replace(
+                    skip,
+                    detail=f"{skip.detail}; last valid plan (t0 {last.observation.t0_ns} ns) is "
+                    f"{age_s * 1e3:.0f} ms old (max {cfg.validator.max_plan_age_s * 1e3:.0f} ms)",
+                )
+        if cfg.publish_stop_trajectory:
+            xyz, rot = stop_trajectory(  # [T, 3], [T, 3, 3]
+                obs.speed_mps, cfg.stop_decel_mps2, cfg.stop_num_waypoints, cfg.waypoint_dt_s
             )
-        return Plan(observation=obs, result=result, selected_index=index, scores=scores, flags=flags)
+            result = EngineResult(xyz[None], rot[None], (f"fallback stop: {skip.reason.value}",), {})
+            flags = np.zeros(1, np.uint32)
+            return Plan(obs, result, 0, np.zeros(1, np.float32), flags, PlanSource.STOP, skip)
+        return skip

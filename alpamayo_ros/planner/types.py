@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # validator.py imports this module
+    from alpamayo_ros.planner.validator import ValidationReport
 
 NS_PER_S = 1_000_000_000
 
@@ -82,6 +86,8 @@ class Skip:
 
     reason: SkipReason
     detail: str = ""
+    # The checks of the cycle's candidates when they were validated (NO_VALID_CANDIDATE, PLAN_TOO_OLD).
+    validation: ValidationReport | None = field(default=None, compare=False, repr=False)
 
 
 class CandidateFlag(enum.IntFlag):
@@ -102,12 +108,33 @@ class CandidateFlag(enum.IntFlag):
     PLAN_AGE = 4096
 
 
+class PlanSource(enum.Enum):
+    """Where the trajectories of a Plan to publish come from."""
+
+    NEW = "new"  # this cycle's engine result; the selected candidate is valid
+    AS_IS = "as_is"  # this cycle's engine result, every candidate flagged (NoValidPolicy.PUBLISH_AS_IS)
+    REPUBLISHED = "republished"  # the last NEW plan again, unchanged: its own t0 stamp, frame and validation
+    STOP = "stop"  # one straight-ahead braking trajectory from this cycle's observation (stop_trajectory)
+
+
 @dataclass(frozen=True)
 class Plan:
-    """A completed planning cycle."""
+    """Trajectories to publish; unless `source` is NEW, a fallback whose cycle also counts as `skip`."""
 
-    observation: Observation
+    observation: Observation  # the observation the trajectories are expressed at (a REPUBLISHED plan's own)
     result: EngineResult
-    selected_index: int  # index into result.xyz; -1 if no candidate is valid
+    selected_index: int  # index into result.xyz of the published trajectory
     scores: np.ndarray  # [S] float32, higher is better
     flags: np.ndarray  # [S] uint32, validator bits (CandidateFlag = TrajectorySet.FLAG_*), 0 = valid
+    source: PlanSource = PlanSource.NEW
+    # Set exactly when source is not NEW: why this cycle produced no valid new plan (count it as skipped).
+    skip: Skip | None = None
+    # The checks of result's candidates; None for a STOP plan, which is not validated.
+    validation: ValidationReport | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.source is PlanSource.NEW) != (self.skip is None):
+            raise ValueError(
+                f"skip must be set exactly when source is not NEW, got source {self.source.value} and skip "
+                f"{self.skip!r}"
+            )

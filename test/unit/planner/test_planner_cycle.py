@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -21,14 +22,18 @@ from alpamayo_ros.planner.types import (
     Frame,
     Observation,
     Plan,
+    PlanSource,
     Skip,
     SkipReason,
 )
+from alpamayo_ros.planner.validator import NoValidPolicy, ValidatorConfig
 
 MS = 1_000_000
 CAMS = DEFAULT_CAMERA_NAMES
 START_NS = 100 * NS_PER_S
 SPEED_MPS = 5.0
+TIMES_S = 0.1 * np.arange(1, 65)  # [T] t0 + 0.1 .. 6.4 s
+DRIFT_MPS2 = 0.02  # candidate i drifts left by i * DRIFT_MPS2 * t^2 (a gentle curve, valid)
 
 
 class OutOfMemoryError(RuntimeError):
@@ -36,27 +41,54 @@ class OutOfMemoryError(RuntimeError):
 
 
 class FakeEngine:
-    """Returns fixed candidates (lateral offsets 0, 1, 2, ... m on a straight line) or raises."""
+    """Returns fixed candidates at SPEED_MPS, candidate i drifting left by i * DRIFT_MPS2 * t^2, or raises.
+
+    `nan_samples` get a NaN waypoint; `kinked_samples` jump 2 m sideways at the first waypoint (FIRST_POINT,
+    YAW_RATE, ...); `clock` is advanced by `latency_ns` during the call.
+    """
 
     model_id = "fake"
 
-    def __init__(self, error: BaseException | None = None, nan_samples: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        error: BaseException | None = None,
+        nan_samples: tuple[int, ...] = (),
+        kinked_samples: tuple[int, ...] = (),
+        clock: FakeClock | None = None,
+        latency_ns: int = 0,
+    ) -> None:
         self.error = error
         self.nan_samples = nan_samples
+        self.kinked_samples = kinked_samples
+        self.clock = clock
+        self.latency_ns = latency_ns
         self.calls: list[tuple[Observation, int, int | None]] = []
 
     def plan(self, obs: Observation, *, num_samples: int, seed: int | None) -> EngineResult:
         self.calls.append((obs, num_samples, seed))
+        if self.clock is not None:
+            self.clock.now_ns += self.latency_ns
         if self.error is not None:
             raise self.error
-        times = 0.1 * np.arange(1, 65, dtype=np.float32)  # [T]
         xyz = np.zeros((num_samples, 64, 3), dtype=np.float32)
-        xyz[..., 0] = SPEED_MPS * times
-        xyz[..., 1] = np.arange(num_samples, dtype=np.float32)[:, None]
+        xyz[..., 0] = SPEED_MPS * TIMES_S
+        xyz[..., 1] = np.arange(num_samples)[:, None] * DRIFT_MPS2 * TIMES_S**2
         rot = np.broadcast_to(np.eye(3, dtype=np.float32), (num_samples, 64, 3, 3)).copy()
         for index in self.nan_samples:
             xyz[index, 5, 1] = np.nan
+        for index in self.kinked_samples:
+            xyz[index, :, 1] += 2.0
         return EngineResult(xyz, rot, tuple(f"reason {i}" for i in range(num_samples)), {"total": 1.0})
+
+
+class FakeClock:
+    """A settable planning clock, ns."""
+
+    def __init__(self, now_ns: int) -> None:
+        self.now_ns = now_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
 
 
 def _image(camera_index: int, stamp_ns: int) -> np.ndarray:
@@ -121,10 +153,13 @@ def test_end_to_end_plan() -> None:
     plan = core.run(obs, engine)
     assert isinstance(plan, Plan)
     assert engine.calls == [(obs, 3, 7)]
-    assert plan.selected_index == 1  # lateral offsets 0, 1, 2: the medoid is 1
+    assert plan.selected_index == 1  # drifts 0, 1, 2 x DRIFT: the medoid is 1
     np.testing.assert_array_equal(plan.flags, np.zeros(3, dtype=np.uint32))
-    np.testing.assert_allclose(plan.scores, [-1.5, -1.0, -1.5])
+    drift_m = DRIFT_MPS2 * np.mean(TIMES_S**2)  # mean distance between neighbouring candidates
+    np.testing.assert_allclose(plan.scores, np.array([-1.5, -1.0, -1.5]) * drift_m, rtol=1e-5)
     assert plan.observation is obs
+    assert plan.source is PlanSource.NEW and plan.skip is None
+    assert plan.validation is not None and plan.validation.check("plan_age").limit == math.inf  # no clock
 
 
 def test_non_finite_candidate_is_flagged_and_never_selected() -> None:
@@ -141,7 +176,11 @@ def test_all_candidates_non_finite_is_no_valid_candidate() -> None:
     core = _ready_core()
     obs = _observation(core, START_NS + 2 * NS_PER_S)
     result = core.run(obs, FakeEngine(nan_samples=(0, 1, 2)))
-    assert result == Skip(SkipReason.NO_VALID_CANDIDATE, "all 3 candidates flagged (3 non-finite)")
+    assert result == Skip(
+        SkipReason.NO_VALID_CANDIDATE, "all 3 candidates flagged: non_finite 3/3 (worst 1 > 0 values)"
+    )
+    assert result.validation is not None
+    np.testing.assert_array_equal(result.validation.flags, [int(CandidateFlag.NON_FINITE)] * 3)
 
 
 @pytest.mark.parametrize(
@@ -314,6 +353,12 @@ def test_skip_counter_is_thread_safe() -> None:
         ({"time_jump_threshold_s": -1.0}, "time_jump_threshold_s"),
         ({"waypoint_dt_s": 0.0}, "waypoint_dt_s"),
         ({"selection_mode": "first"}, "selection_mode"),
+        ({"validator": None}, "validator must be a ValidatorConfig"),
+        ({"no_valid_policy": "stop_publishing"}, "no_valid_policy must be a NoValidPolicy"),
+        ({"publish_stop_trajectory": 1}, "publish_stop_trajectory must be a bool"),
+        ({"stop_decel_mps2": 0.0}, "stop_decel_mps2 must be finite and > 0, got 0.0"),
+        ({"stop_decel_mps2": math.inf}, "stop_decel_mps2"),
+        ({"stop_num_waypoints": 0}, "stop_num_waypoints must be >= 1, got 0"),
     ],
 )
 def test_planner_config_validation(kwargs: dict, match: str) -> None:
@@ -342,3 +387,135 @@ def test_reconfigure_keeps_buffers_and_rejects_structural_changes():
     with pytest.raises(ValueError, match="frame_buffer_capacity"):
         core.reconfigure(dataclasses.replace(core.config, frame_buffer_capacity=32))
     assert core.config.frame_buffer_capacity == 16
+
+
+# ---------------------------------------------------------------- validation and the no-valid policies
+
+T0_NS = START_NS + 2 * NS_PER_S
+
+
+def _next_observation(core: PlanningCore, t0_ns: int) -> Observation:
+    """Feed the last 0.9 s of inputs up to t0_ns (< time_jump_threshold_s) and observe at t0_ns."""
+    _feed(core, t0_ns - 900 * MS, t0_ns)
+    return _observation(core, t0_ns)
+
+
+def test_validator_flags_are_never_selected() -> None:
+    core = _ready_core(selection_mode=SelectionMode.MEDOID)  # the medoid of 0, 1, 2 would be 1
+    plan = core.run(_observation(core, T0_NS), FakeEngine(kinked_samples=(1,)))
+    assert isinstance(plan, Plan) and plan.source is PlanSource.NEW
+    assert plan.flags[0] == 0 and plan.flags[2] == 0
+    assert plan.flags[1] & CandidateFlag.FIRST_POINT and plan.flags[1] & CandidateFlag.YAW_RATE
+    assert plan.selected_index in (0, 2) and np.isneginf(plan.scores[1])
+    assert plan.validation is not None
+    assert plan.validation.check("first_point").values[1] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_plan_age_is_measured_after_inference() -> None:
+    core = _ready_core()
+    clock = FakeClock(T0_NS + 100 * MS)
+    plan = core.run(_observation(core, clock.now_ns), FakeEngine(clock=clock, latency_ns=900 * MS), clock)
+    assert isinstance(plan, Plan)  # 1.0 s old: exactly at the limit
+    np.testing.assert_allclose(plan.validation.check("plan_age").values, [1.0] * 3)
+    clock.now_ns = T0_NS + 200 * MS
+    engine = FakeEngine(clock=clock, latency_ns=901 * MS)
+    late = core.run(_next_observation(core, T0_NS + 100 * MS), engine, clock)
+    assert isinstance(late, Skip) and late.reason is SkipReason.PLAN_TOO_OLD
+    assert late.detail == "all 3 candidates flagged: plan_age 3/3 (worst 1 > 1 s)"
+    np.testing.assert_array_equal(late.validation.flags, [int(CandidateFlag.PLAN_AGE)] * 3)
+
+
+def test_stop_publishing_without_and_with_stop_trajectory() -> None:
+    core = _ready_core(no_valid_policy=NoValidPolicy.STOP_PUBLISHING)
+    assert core.run(_observation(core, T0_NS), FakeEngine()).source is PlanSource.NEW
+    obs = _next_observation(core, T0_NS + 100 * MS)
+    skip = core.run(obs, FakeEngine(kinked_samples=(0, 1, 2)))
+    assert isinstance(skip, Skip) and skip.reason is SkipReason.NO_VALID_CANDIDATE
+    assert skip.detail.startswith("all 3 candidates flagged: ") and "first_point 3/3" in skip.detail
+
+    core.reconfigure(dataclasses.replace(core.config, publish_stop_trajectory=True, stop_decel_mps2=2.0))
+    obs = _next_observation(core, T0_NS + 200 * MS)
+    stop = core.run(obs, FakeEngine(kinked_samples=(0, 1, 2)))
+    assert isinstance(stop, Plan) and stop.source is PlanSource.STOP and stop.observation is obs
+    assert stop.skip is not None and stop.skip.reason is SkipReason.NO_VALID_CANDIDATE
+    assert stop.selected_index == 0 and stop.result.xyz.shape == (1, 64, 3)
+    assert stop.result.reasoning == ("fallback stop: no_valid_candidate",)
+    # 5 m/s at 2 m/s^2: stops after 2.5 s and 6.25 m, straight ahead.
+    np.testing.assert_allclose(stop.result.xyz[0, -1], [6.25, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(stop.flags, [0])
+
+
+def test_publish_as_is_picks_among_the_flagged_but_never_a_non_finite_one() -> None:
+    core = _ready_core(no_valid_policy=NoValidPolicy.PUBLISH_AS_IS, selection_mode=SelectionMode.FIRST)
+    plan = core.run(_observation(core, T0_NS), FakeEngine(nan_samples=(0,), kinked_samples=(1, 2)))
+    assert isinstance(plan, Plan) and plan.source is PlanSource.AS_IS
+    assert plan.selected_index == 1  # the first finite candidate
+    assert plan.skip is not None and plan.skip.reason is SkipReason.NO_VALID_CANDIDATE
+    assert plan.flags[0] == CandidateFlag.NON_FINITE and plan.flags[1] & CandidateFlag.FIRST_POINT
+    np.testing.assert_array_equal(plan.scores, np.array([-np.inf, -1.0, -2.0], dtype=np.float32))
+    all_nan = core.run(_next_observation(core, T0_NS + 100 * MS), FakeEngine(nan_samples=(0, 1, 2)))
+    assert isinstance(all_nan, Skip) and all_nan.reason is SkipReason.NO_VALID_CANDIDATE
+    errored = core.run(_next_observation(core, T0_NS + 200 * MS), FakeEngine(error=ValueError("x")))
+    assert errored == Skip(SkipReason.MODEL_ERROR, "ValueError: x")  # nothing to publish as is
+
+
+def test_republish_last_valid_within_its_age_then_plan_too_old() -> None:
+    core = _ready_core(no_valid_policy=NoValidPolicy.REPUBLISH_LAST_VALID)
+    first = _next_observation(core, T0_NS)
+    nothing = core.run(first, FakeEngine(kinked_samples=(0, 1, 2)))
+    assert isinstance(nothing, Skip) and nothing.reason is SkipReason.NO_VALID_CANDIDATE
+    # A 2 m sideways jump at 0.5 m forward: heading atan2(2, 0.5) = 1.33 rad over half of the 2.06 m chord.
+    assert nothing.detail.startswith("all 3 candidates flagged: curvature 3/3 (worst 1.29 > 0.3 1/m), ")
+    assert nothing.detail.endswith(", first_point 3/3 (worst 2 > 0.5 m); no valid plan to republish")
+    valid = core.run(_next_observation(core, T0_NS + 100 * MS), FakeEngine())
+    assert isinstance(valid, Plan) and valid.source is PlanSource.NEW
+    clock = FakeClock(T0_NS + 1100 * MS)  # the valid plan is exactly 1.0 s old
+    again = core.run(_next_observation(core, T0_NS + 1000 * MS), FakeEngine(error=ValueError("x")), clock)
+    assert isinstance(again, Plan) and again.source is PlanSource.REPUBLISHED
+    assert again.skip == Skip(SkipReason.MODEL_ERROR, "ValueError: x")
+    assert again.observation is valid.observation and again.result is valid.result  # unchanged, old t0
+    assert again.selected_index == valid.selected_index and again.validation is valid.validation
+    clock.now_ns += 1  # now 1 ns too old
+    late = core.run(_next_observation(core, T0_NS + 1100 * MS), FakeEngine(kinked_samples=(0, 1, 2)), clock)
+    assert isinstance(late, Skip) and late.reason is SkipReason.NO_VALID_CANDIDATE
+    assert late.detail.endswith(f"; last valid plan (t0 {T0_NS + 100 * MS} ns) is 1000 ms old (max 1000 ms)")
+
+    core.reconfigure(dataclasses.replace(core.config, publish_stop_trajectory=True))
+    stop = core.run(_next_observation(core, T0_NS + 1200 * MS), FakeEngine(error=MemoryError()), clock)
+    assert isinstance(stop, Plan) and stop.source is PlanSource.STOP
+    assert stop.skip is not None and stop.skip.reason is SkipReason.OUT_OF_MEMORY
+    assert "last valid plan" in stop.skip.detail
+
+
+def test_republish_measures_age_to_t0_without_a_clock_and_forgets_on_reset() -> None:
+    core = _ready_core(no_valid_policy=NoValidPolicy.REPUBLISH_LAST_VALID)
+    valid = core.run(_observation(core, T0_NS), FakeEngine())
+    again = core.run(_next_observation(core, T0_NS + 1000 * MS), FakeEngine(nan_samples=(0, 1, 2)))
+    assert isinstance(again, Plan) and again.result is valid.result
+    old = core.run(_next_observation(core, T0_NS + 1100 * MS), FakeEngine(nan_samples=(0, 1, 2)))
+    assert isinstance(old, Skip) and "1100 ms old" in old.detail
+    core.reset()
+    _feed(core, T0_NS + 1200 * MS - 2 * NS_PER_S, T0_NS + 1200 * MS)
+    fresh = core.run(_observation(core, T0_NS + 1200 * MS), FakeEngine(nan_samples=(0, 1, 2)))
+    assert isinstance(fresh, Skip) and fresh.detail.endswith("; no valid plan to republish")
+
+
+def test_plan_requires_skip_exactly_for_fallbacks() -> None:
+    core = _ready_core()
+    plan = core.run(_observation(core, T0_NS), FakeEngine())
+    with pytest.raises(ValueError, match="skip must be set exactly when source is not NEW"):
+        dataclasses.replace(plan, source=PlanSource.STOP)
+    with pytest.raises(ValueError, match="source new"):
+        dataclasses.replace(plan, skip=Skip(SkipReason.MODEL_ERROR))
+
+
+def test_reconfigure_changes_validator_thresholds() -> None:
+    core = _ready_core()
+    disabled = ("first_point_offset_m", "yaw_change_rad", "curvature_1pm", "lateral_accel_mps2",
+                "lateral_jerk_mps3", "longitudinal_decel_mps2", "steering_rad", "steering_rate_radps",
+                "speed_deviation_mps")
+    loose = ValidatorConfig(**{f"max_{name}": math.inf for name in disabled})
+    core.reconfigure(dataclasses.replace(core.config, validator=loose))
+    plan = core.run(_observation(core, T0_NS), FakeEngine(kinked_samples=(0, 1, 2)))
+    assert isinstance(plan, Plan) and plan.source is PlanSource.NEW
+    np.testing.assert_array_equal(plan.flags, [0, 0, 0])
