@@ -127,3 +127,17 @@ def test_core_packages_do_not_import_ros():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_rviz_config_shows_the_planner_outputs():
+    import yaml
+
+    config = yaml.safe_load((REPO / "rviz" / "alpamayo.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"] for d in displays if "Topic" in d}
+    assert topics == {"/alpamayo_planner/debug/markers", "/alpamayo_planner/output/path",
+                      "/alpamayo_planner/debug/overlay"}
+    node = (PKG / "ros" / "planner_node.py").read_text()
+    for topic in topics:
+        assert f'"~/{topic.split("/", 2)[2]}"' in node, f"{topic} is not a topic of the planner node"
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "base_link"
