@@ -1,4 +1,4 @@
-"""Alpamayo-R1 network, ROS-free: config, tokens, prompt, expert, flow matching, action space, loading.
+"""Alpamayo-R1 / 1.5 network, ROS-free: config, tokens, prompt, expert, flow matching, action space, loading.
 
 The public names below resolve lazily (PEP 562), so importing a light submodule such as
 `alpamayo_ros.model.history` does not import transformers.

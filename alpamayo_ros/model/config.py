@@ -18,7 +18,7 @@ from alpamayo_ros.model.action_proj import ActionInProjConfig
 from alpamayo_ros.model.action_space import ActionSpaceConfig
 from alpamayo_ros.model.flow_matching import FlowMatchingConfig
 from alpamayo_ros.model.history import HistoryTokenizerConfig
-from alpamayo_ros.model.tokens import TokenLayout
+from alpamayo_ros.model.tokens import FAMILIES, TokenLayout
 
 # Camera order of the prompt (sorted by camera index, MODEL.md §4.1).
 CAMERA_NAMES: tuple[str, ...] = (
@@ -27,6 +27,16 @@ CAMERA_NAMES: tuple[str, ...] = (
     "camera_cross_right_120fov",
     "camera_front_tele_30fov",
 )
+# Upstream camera index of each camera name (MODEL.md §4.1); the 1.5 prompt labels cameras by it (1.5 §4).
+CAMERA_INDICES: dict[str, int] = {
+    "camera_cross_left_120fov": 0,
+    "camera_front_wide_120fov": 1,
+    "camera_cross_right_120fov": 2,
+    "camera_rear_left_70fov": 3,
+    "camera_rear_tele_30fov": 4,
+    "camera_rear_right_70fov": 5,
+    "camera_front_tele_30fov": 6,
+}
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
@@ -40,6 +50,27 @@ def _check_positive(obj: object, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
             raise _invalid(type(obj).__name__, name, "be > 0", getattr(obj, name))
+
+
+def check_camera_order(camera_names: tuple[str, ...]) -> tuple[int, ...]:
+    """Upstream camera indices of `camera_names`, which must be known and in ascending index order.
+
+    Upstream 1.5 sorts cameras by index (MODEL-1.5.md §4.2) and maps unknown names to 0; here an unknown name
+    or another order is an error, so images and labels cannot disagree.
+
+    Raises:
+        ValueError: naming the unknown camera or the order.
+    """
+    unknown = [name for name in camera_names if name not in CAMERA_INDICES]
+    if unknown:
+        raise ValueError(
+            f"camera names {unknown} have no upstream camera index; known: {sorted(CAMERA_INDICES)}"
+        )
+    indices = tuple(CAMERA_INDICES[name] for name in camera_names)
+    if list(indices) != sorted(set(indices)):
+        raise ValueError(f"cameras must be unique and in ascending camera index order, got {camera_names} "
+                         f"(indices {indices})")
+    return indices
 
 
 @dataclass(frozen=True)
@@ -197,9 +228,16 @@ class AlpamayoConfig:
     expert_non_causal_attention: bool = True  # expert tokens attend to each other both ways; checkpoint
     tokens_per_future_traj: int = 128  # config.json field (discrete future tokens); kept for round trips
     vlm_name_or_path: str = "Qwen/Qwen3-VL-8B-Instruct"  # backbone giving the VLM shape (unverified, §2.1)
+    # "r1" (Alpamayo-R1) or "a15" (Alpamayo 1.5): prompt style, token names, route/CFG and question answering;
+    # config.json `model_type`/`architectures` (MODEL-1.5.md §1). Same network and weights either way.
+    family: str = "r1"
 
     def __post_init__(self) -> None:
         text, name = self.text, "AlpamayoConfig"
+        if self.family not in FAMILIES:
+            raise _invalid(name, "family", f"be one of {FAMILIES}", self.family)
+        if self.family == "a15":  # the 1.5 prompt labels each camera by its upstream index
+            check_camera_order(self.io.camera_names)
         if self.vision.out_hidden_size != text.hidden_size:
             raise _invalid(name, "vision.out_hidden_size", f"equal text.hidden_size={text.hidden_size}",
                            self.vision.out_hidden_size)
@@ -222,15 +260,19 @@ class AlpamayoConfig:
             raise _invalid(name, "tokens_per_future_traj", "be >= 1", self.tokens_per_future_traj)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> AlpamayoConfig:
+    def from_json(cls, path: str | Path, family: str | None = None) -> AlpamayoConfig:
         """Read a checkpoint config.json (tolerates extra and hydra `_target_` keys).
+
+        Args:
+            path: the config.json.
+            family: "r1" or "a15" to override the family the file declares (None: detect it).
 
         Raises:
             config_json.ConfigError: missing file, invalid JSON, missing required key, or inconsistent values.
         """
         from alpamayo_ros.model.config_json import read_config_json  # config_json imports this module
 
-        return read_config_json(path)
+        return read_config_json(path, family)
 
     @property
     def n_waypoints(self) -> int:
@@ -351,6 +393,30 @@ _TINY = AlpamayoConfig(
     vlm_name_or_path="alpamayo_ros/tiny",
 )
 
+# The embedded default model (alpamayo_ros/assets/tiny, trained by `python -m alpamayo_ros.sim.train`): the
+# tiny tokenizer and I/O geometry, a wider network, and a pixel budget that turns any 16:9 frame (180x320,
+# 270x480, 1080x1920) into 96x160, i.e. 6x10 patches and 15 LLM tokens per image: traffic lights and
+# pedestrians in the tele camera stay a few pixels large, and training fits a 2-core CPU.
+_SMALL = replace(
+    _TINY,
+    vision=VisionConfig(
+        depth=2, hidden_size=96, intermediate_size=192, num_heads=4, out_hidden_size=128,
+        num_position_embeddings=256, deepstack_visual_indexes=(0, 1),
+    ),
+    text=TextConfig(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, rope_theta=5_000_000.0, mrope_section=(8, 4, 4),
+        max_position_embeddings=4096,
+    ),
+    expert=ExpertConfig(hidden_size=96, intermediate_size=192, num_attention_heads=4, head_dim=32),
+    action_in_proj=ActionInProjConfig(hidden_size=64, num_enc_layers=2, num_fourier_feats=20),
+    # Curvature normalised by the synthetic roads' spread (|κ| <= 0.04 1/m) rather than the release's
+    # 0.026 1/m, so the flow loss resolves gentle curves (κ ≈ 0.003 1/m) that bend the path metres in 6.4 s.
+    action_space=ActionSpaceConfig(curvature_mean=0.0, curvature_std=0.01),
+    processor=ProcessorConfig(min_pixels=96 * 160, max_pixels=128 * 136),
+    vlm_name_or_path="alpamayo_ros/small",
+)
+
 PRESETS: dict[str, AlpamayoConfig] = {
     "alpamayo-r1-10b": AlpamayoConfig(),
     "tiny": _TINY,
@@ -361,4 +427,9 @@ PRESETS: dict[str, AlpamayoConfig] = {
         action_space=ActionSpaceConfig(n_waypoints=8),
         flow=FlowMatchingConfig(num_steps=3),
     ),
+    "small": _SMALL,
+    # Alpamayo 1.5-10B (MODEL-1.5.md §1.2): the R1 network with the 1.5 prompt; backbone name unverified.
+    "alpamayo-1.5-10b": replace(AlpamayoConfig(), family="a15", vlm_name_or_path="nvidia/Cosmos-Reason2-8B"),
+    # The tiny sizes with the 1.5 prompt style and token names.
+    "tiny-a15": replace(_TINY, family="a15"),
 }

@@ -5,6 +5,9 @@ keys, `traj_vocab_size`, `tokens_per_history_traj`, pixel limits, `expert_cfg`, 
 upstream takes from `vlm_name_or_path` (Qwen3-VL-8B). Fields upstream has no key for (the VLM shape of
 non-Qwen3-VL-8B models, base token ids, camera names, sampling, our dtype switches) are written under one
 extra key, `"alpamayo_ros"`; a file without it reads as the real checkpoint. Unknown keys are ignored.
+
+The model family (Alpamayo-R1 or 1.5) is read from upstream's own metadata, by MODEL-1.5.md §1.1's rule:
+`model_type`, else `architectures[0]`, else the `_target_` prefixes; writing mirrors NVIDIA's converter.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from alpamayo_ros.model.tokens import TokenLayout
 logger = logging.getLogger(__name__)
 
 EXTENSION_KEY = "alpamayo_ros"
-MODEL_TYPE = "alpamayo_r1"
+# Upstream metadata per family (MODEL-1.5.md §1.1, NVIDIA `convert_checkpoint.py`).
+MODEL_TYPES = {"r1": "alpamayo_r1", "a15": "alpamayo1_5"}
+ARCHITECTURES = {"r1": "AlpamayoR1", "a15": "Alpamayo1_5"}
+TARGET_PACKAGES = {"r1": "alpamayo_r1.", "a15": "alpamayo1_5."}
+# model_type and architecture of RL-training-format directories (`convert_release_config_to_training.py`):
+# the same for both families.
+AMBIGUOUS_NAMES = frozenset({"alpamayo_reasoning_vla", "ReasoningVLA"})
 # Keys whose upstream code defaults are known to differ from the checkpoint: never fall back silently.
 REQUIRED_KEYS = (
     "traj_vocab_size",
@@ -61,6 +70,10 @@ class ConfigError(ValueError):
     """A config.json is missing, unreadable, lacks a required key, or describes an unsupported model."""
 
 
+class AmbiguousFamilyError(ConfigError):
+    """A config.json that does not tell Alpamayo-R1 from 1.5 (RL training format); pass `family`."""
+
+
 def _build(cls: type[_T], data: dict[str, Any], source: str, section: str) -> _T:
     """Instantiate a config dataclass from a dict: unknown and `_hydra_` keys ignored, lists made tuples."""
     names = {f.name for f in fields(cls)}
@@ -84,20 +97,78 @@ def _section(raw: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     return value
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> AlpamayoConfig:
+def _targets(value: Any) -> list[str]:
+    """Every `_target_` string in a nested config (depth first)."""
+    if isinstance(value, dict):
+        found = [value["_target_"]] if isinstance(value.get("_target_"), str) else []
+        return found + [t for v in value.values() for t in _targets(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _targets(v)]
+    return []
+
+
+def detect_family(raw: dict[str, Any]) -> str | None:
+    """The family a config.json declares: "r1", "a15", or None when it does not say (MODEL-1.5.md §1.1).
+
+    Rule: `model_type`, else `architectures[0]`, else the first `_target_` with an `alpamayo_r1.` or
+    `alpamayo1_5.` prefix (`torch.nn.Linear` is kept by the converter). A file with none of them is None.
+
+    Raises:
+        AmbiguousFamilyError: an RL-training-format file (the same for both families).
+        ConfigError: an unknown model_type or architecture.
+    """
+    architectures = raw.get("architectures") or [None]
+    for key, value, known in (
+        ("model_type", raw.get("model_type"), MODEL_TYPES),
+        ("architectures[0]", architectures[0], ARCHITECTURES),
+    ):
+        if value is None:
+            continue
+        if value in AMBIGUOUS_NAMES:
+            raise AmbiguousFamilyError(
+                f"{key} {value!r} (RL training format) is the same for Alpamayo-R1 and 1.5; "
+                f"pass family='r1' or 'a15'"
+            )
+        by_name = {name: family for family, name in known.items()}
+        if value not in by_name:
+            raise ConfigError(f"{key} must be one of {sorted(by_name)}, got {value!r}")
+        return by_name[value]
+    for target in _targets(raw):
+        for family, package in TARGET_PACKAGES.items():
+            if target.startswith(package):
+                return family
+    return None
+
+
+def config_from_dict(
+    raw: dict[str, Any], source: str = "<dict>", family: str | None = None
+) -> AlpamayoConfig:
     """Map a parsed config.json onto `AlpamayoConfig`.
 
     Args:
         raw: the parsed JSON object.
         source: where it came from (a path), named in errors.
+        family: "r1" or "a15" to override what the file declares (`detect_family`); None: detect, and a
+            file that does not say reads as R1.
 
     Raises:
         ConfigError: a required key is missing, a value is invalid, or the model is not supported.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
-    if raw.get("model_type", MODEL_TYPE) != MODEL_TYPE:
-        raise ConfigError(f"{source}: model_type must be {MODEL_TYPE!r}, got {raw['model_type']!r}")
+    if family is not None and family not in MODEL_TYPES:
+        raise ConfigError(f"{source}: family must be one of {sorted(MODEL_TYPES)}, got {family!r}")
+    try:
+        declared = detect_family(raw)
+    except AmbiguousFamilyError as exc:
+        if family is None:
+            raise AmbiguousFamilyError(f"{source}: {exc}") from exc
+        declared = family
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    if family is not None and family != declared:
+        logger.info("%s declares family %s; overridden to %s", source, declared, family)
+    family = family or declared or "r1"
     missing = [key for key in REQUIRED_KEYS if raw.get(key) is None]
     if missing:
         raise ConfigError(f"{source}: missing required keys {missing}")
@@ -179,13 +250,13 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> AlpamayoCon
     }
     scalars = {k: raw[k] for k in ("expert_non_causal_attention", "tokens_per_future_traj") if k in raw}
     try:
-        return AlpamayoConfig(**sections, **scalars, vlm_name_or_path=vlm_name)
+        return AlpamayoConfig(**sections, **scalars, vlm_name_or_path=vlm_name, family=family)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: inconsistent configuration: {exc}") from exc
 
 
-def read_config_json(path: str | Path) -> AlpamayoConfig:
-    """Read a config.json file (see `config_from_dict`).
+def read_config_json(path: str | Path, family: str | None = None) -> AlpamayoConfig:
+    """Read a config.json file (see `config_from_dict`; `family` overrides the declared family).
 
     Raises:
         ConfigError: the file does not exist, is not valid JSON, or fails `config_from_dict`.
@@ -197,7 +268,7 @@ def read_config_json(path: str | Path) -> AlpamayoConfig:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    return config_from_dict(raw, str(path))
+    return config_from_dict(raw, str(path), family)
 
 
 def _upstream_fields(obj: object) -> dict[str, Any]:
@@ -205,8 +276,20 @@ def _upstream_fields(obj: object) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items() if k not in _OURS_ONLY}
 
 
+def _family_target(target: str, family: str) -> str:
+    """Upstream `_target_` of `family`: the converter swaps the `alpamayo_r1.` package prefix."""
+    r1_package = TARGET_PACKAGES["r1"]
+    if target.startswith(r1_package):
+        return TARGET_PACKAGES[family] + target.removeprefix(r1_package)
+    return target
+
+
 def config_to_dict(config: AlpamayoConfig) -> dict[str, Any]:
-    """The config.json object of `config`: upstream's keys and layout plus our `"alpamayo_ros"` extension."""
+    """The config.json object of `config`: upstream's keys and layout plus our `"alpamayo_ros"` extension.
+
+    The family is written as upstream metadata (model_type, architectures, `_target_` prefixes).
+    """
+    targets = {key: _family_target(target, config.family) for key, target in _TARGETS.items()}
     tokens, specials = config.tokens, config.tokens.special_token_ids()
     traj_token_ids = {k: getattr(specials, f"traj_{k}") for k in
                       ("history", "future", "history_start", "future_start", "history_end", "future_end")}
@@ -224,8 +307,8 @@ def config_to_dict(config: AlpamayoConfig) -> dict[str, Any]:
         "action_in_proj": {k: v for k, v in asdict(config.action_in_proj).items() if k in _OURS_ONLY},
     }
     return {
-        "architectures": ["AlpamayoR1"],
-        "model_type": MODEL_TYPE,
+        "architectures": [ARCHITECTURES[config.family]],
+        "model_type": MODEL_TYPES[config.family],
         "dtype": "bfloat16",
         "vlm_name_or_path": config.vlm_name_or_path,
         "vlm_backend": "qwenvl3",
@@ -240,26 +323,26 @@ def config_to_dict(config: AlpamayoConfig) -> dict[str, Any]:
         "expert_non_causal_attention": config.expert_non_causal_attention,
         "keep_same_dtype": True,
         "action_in_proj_cfg": {
-            "_target_": _TARGETS["action_in_proj_cfg"],
+            "_target_": targets["action_in_proj_cfg"],
             **_upstream_fields(config.action_in_proj),
         },
-        "action_out_proj_cfg": {"_target_": _TARGETS["action_out_proj_cfg"]},
+        "action_out_proj_cfg": {"_target_": targets["action_out_proj_cfg"]},
         "diffusion_cfg": {
-            "_target_": _TARGETS["diffusion_cfg"],
+            "_target_": targets["diffusion_cfg"],
             "int_method": config.flow.int_method,
             "num_inference_steps": config.flow.num_steps,
         },
         "action_space_cfg": {
-            "_target_": _TARGETS["action_space_cfg"],
+            "_target_": targets["action_space_cfg"],
             **_upstream_fields(config.action_space),
         },
         "traj_tokenizer_cfg": (
-            {"_target_": _TARGETS["traj_tokenizer_cfg"], "num_bins": tokens.future_bins}
+            {"_target_": targets["traj_tokenizer_cfg"], "num_bins": tokens.future_bins}
             if tokens.future_bins
             else None
         ),
         "hist_traj_tokenizer_cfg": {
-            "_target_": _TARGETS["hist_traj_tokenizer_cfg"],
+            "_target_": targets["hist_traj_tokenizer_cfg"],
             "ego_xyz_min": list(hist.xyz_min),
             "ego_xyz_max": list(hist.xyz_max),
             "num_bins": hist.num_bins,

@@ -59,12 +59,18 @@ def expert_position_ids(rope_deltas: Tensor, offsets: Tensor, num_tokens: int) -
 
 
 def expert_attention_mask(
-    offsets: Tensor, prefill_len: int, num_tokens: int, dtype: torch.dtype, non_causal: bool = True
+    offsets: Tensor,
+    prefill_len: int,
+    num_tokens: int,
+    dtype: torch.dtype,
+    non_causal: bool = True,
+    prompt_mask: Tensor | None = None,
 ) -> Tensor:
     """Additive attention mask of the expert tokens over [cache ‖ expert tokens].
 
-    Columns [offset_i, prefill_len) of row i are finfo(dtype).min (post-EOS tokens in the cache); every other
-    column is 0. With `non_causal=False` expert token j also cannot see expert tokens after j.
+    Columns [offset_i, prefill_len) of row i are finfo(dtype).min (post-EOS tokens in the cache), and so are
+    the prompt's padding columns when `prompt_mask` is given (MODEL-1.5.md §6); every other column is 0.
+    With `non_causal=False` expert token j also cannot see expert tokens after j.
     (Upstream's flag is a no-op under SDPA because a mask is always given; the checkpoint sets it true.)
 
     Args:
@@ -72,12 +78,16 @@ def expert_attention_mask(
         prefill_len: cache length P.
         num_tokens: T.
         dtype: mask dtype (float32 under autocast as upstream; else the expert's activation dtype).
+        non_causal: expert tokens see each other both ways.
+        prompt_mask: [b*, L_p] bool, False at the prompt's padding (L_p <= P); None = no padding.
 
     Returns:
         [b*, 1, T, P + T].
     """
     columns = torch.arange(prefill_len + num_tokens, device=offsets.device)  # [P+T]
     hidden = (columns >= offsets[:, None]) & (columns < prefill_len)  # [b*, P+T]
+    if prompt_mask is not None:
+        hidden[:, : prompt_mask.shape[1]] |= ~prompt_mask.to(offsets.device)
     shape = (offsets.shape[0], 1, num_tokens, prefill_len + num_tokens)
     mask = torch.zeros(shape, dtype=dtype, device=offsets.device)
     mask = mask.masked_fill(hidden[:, None, None, :], torch.finfo(dtype).min)
@@ -92,6 +102,14 @@ def crop_cache(cache: Cache, length: int) -> None:
     for layer in cache.layers:
         layer.keys = layer.keys[..., :length, :]
         layer.values = layer.values[..., :length, :]
+
+
+def repeat_cache_rows(cache: Cache, repeats: int) -> None:
+    """Repeat every cache row `repeats` times in place, interleaved (row b·S + s = copy s of row b), as
+    transformers' generate expands the prompt for `num_return_sequences`."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.repeat_interleave(repeats, dim=0)
+        layer.values = layer.values.repeat_interleave(repeats, dim=0)
 
 
 def run_expert(

@@ -3,8 +3,10 @@
 Loading builds the network on the meta device, checks the checkpoint's key set and shapes strictly against it
 (raising `CheckpointError` naming the path and every missing/unexpected/mis-shaped key), assigns the tensors
 shard by shard, then rebuilds every non-learned buffer the checkpoint does not hold from the config (RoPE
-frequencies, Fourier frequencies, action-space statistics; MODEL.md §1.4, §8.3). safetensors only: no pickle,
-no remote code, local paths only.
+frequencies, Fourier frequencies, action-space statistics; MODEL.md §1.4, §8.3). Alpamayo 1.5 registers those
+buffers as non-persistent (MODEL-1.5.md §2.3): for a 1.5 model they are always rebuilt, and checkpoint copies
+are ignored. The family comes from config.json (`config_json.detect_family`) unless `family` overrides it.
+safetensors only: no pickle, no remote code, local paths only.
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ def from_pretrained(
     device: str | torch.device = "cpu",
     attn_implementation: str = "sdpa",
     progress: bool = True,
+    family: str | None = None,
 ) -> AlpamayoR1:
     """Load a checkpoint directory (config.json + model.safetensors[.index.json] + shards).
 
@@ -167,6 +170,8 @@ def from_pretrained(
         attn_implementation: VLM attention: "sdpa" (default, as the reference effectively runs), "eager", or
             "flash_attention_2" (needs flash_attn installed); the expert always uses SDPA.
         progress: show a tqdm bar over the shards.
+        family: "r1" or "a15" to override the family config.json declares (None: as declared; a file that
+            declares none is R1). It selects prompt style and features, not weights (MODEL-1.5.md §1.1).
 
     Returns:
         The model in eval mode on `device`.
@@ -181,14 +186,14 @@ def from_pretrained(
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     if attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         raise ImportError("attn_implementation='flash_attention_2' needs flash_attn, which is not installed")
-    config = AlpamayoConfig.from_json(path / CONFIG_NAME)
+    config = AlpamayoConfig.from_json(path / CONFIG_NAME, family)
     if tokenizer_path is None:
         if not (path / TOKENIZER_SUBDIR).is_dir():
             raise CheckpointError(
                 f"checkpoint {path} has no {TOKENIZER_SUBDIR}/ directory; pass tokenizer_path"
             )
         tokenizer_path = path / TOKENIZER_SUBDIR
-    tokenizer = load_tokenizer(tokenizer_path, config.tokens)
+    tokenizer = load_tokenizer(tokenizer_path, config.tokens, config.family)
     device = torch.device(device)
     dtype = dtype or _default_dtype(device)
     shards = _shard_keys(path)
@@ -196,10 +201,11 @@ def from_pretrained(
         model = AlpamayoR1(config, tokenizer, attn_implementation=attn_implementation)
     check_keys(model, shards, path)
     targets, buffers = model.state_dict(), optional_keys(model)
+    ignored = buffers if config.family == "a15" else set()  # non-persistent in 1.5: rebuilt from config
     for shard, keys in tqdm(shards.items(), desc=f"loading {path.name}", unit="shard", disable=not progress):
         tensors: dict[str, Tensor] = {}
         with safe_open(shard, framework="pt", device=str(device)) as handle:
-            for key in keys:
+            for key in (k for k in keys if k not in ignored):
                 tensor = handle.get_tensor(key)
                 if tensor.is_floating_point():  # parameters -> dtype; buffers keep the model's buffer dtype
                     tensor = tensor.to(targets[key].dtype if key in buffers else dtype)
@@ -230,7 +236,7 @@ def save_pretrained(
     *,
     max_shard_size: int | str = "5GB",
     dtype: torch.dtype | None = None,
-    include_buffers: bool = True,
+    include_buffers: bool | None = None,
     save_tokenizer: bool = True,
 ) -> None:
     """Write config.json, the safetensors shards + index (release layout and key names) and the tokenizer.
@@ -243,11 +249,14 @@ def save_pretrained(
         path: output directory (created).
         max_shard_size: bytes per shard at most (a single tensor larger than this gets its own shard).
         dtype: cast floating parameters to this (e.g. bf16 as released); buffers are saved as they are.
-        include_buffers: also save the 7 persistent non-learned buffers (the loader accepts either).
+        include_buffers: also save the 7 non-learned buffers (the loader accepts either); default: yes for R1,
+            no for 1.5 (non-persistent there, MODEL-1.5.md §2.3).
         save_tokenizer: save the tokenizer to `<path>/tokenizer/`.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    if include_buffers is None:
+        include_buffers = model.config.family == "r1"
     write_config_json(model.config, path / CONFIG_NAME)
     params = {name for name, _ in model.named_parameters()}
     shards: list[dict[str, Tensor]] = [{}]

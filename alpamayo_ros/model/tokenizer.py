@@ -1,7 +1,8 @@
 """Build the extended text tokenizer: the real Qwen3-VL one from a local directory, or a tiny one in code.
 
 Both get the same extension (MODEL.md §3.2): `<i0>` … `<i{N-1}>` as plain added tokens, then the 29 Alpamayo
-specials as special added tokens, and are checked id by id against a `TokenLayout`. Nothing is downloaded and
+specials as special added tokens (named as the model family names them: 1.5 renames nine unused slots,
+MODEL-1.5.md §3), and are checked id by id against a `TokenLayout`. Nothing is downloaded and
 no remote code runs.
 """
 
@@ -14,10 +15,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from alpamayo_ros.model.tokens import (
     BASE_TOKEN_STRINGS,
-    SPECIAL_TOKEN_KEYS,
     TokenizerError,
     TokenLayout,
     special_token,
+    special_token_keys,
     traj_token,
     verify_tokenizer,
 )
@@ -54,14 +55,14 @@ _TINY_CAPITALIZED: tuple[str, ...] = tuple(
 _TINY_BARE: tuple[str, ...] = ("thought", "system", "user", "assistant", "output", "of")
 
 
-def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, traj_vocab_size: int) -> None:
+def extend_tokenizer(tokenizer: PreTrainedTokenizerBase, traj_vocab_size: int, family: str = "r1") -> None:
     """Add `<i0>` … `<i{traj_vocab_size-1}>` (plain) then the 29 Alpamayo specials (special), in place.
 
     Mirrors upstream `ReasoningVLA._build_tokenizer` with `add_special_tokens=True`; `<|image_pad|>` already
-    exists in a Qwen vocabulary and keeps its id.
+    exists in a Qwen vocabulary and keeps its id. `family` "a15" uses the 1.5 names (same ids).
     """
     tokenizer.add_tokens([traj_token(i) for i in range(traj_vocab_size)])
-    tokenizer.add_tokens([special_token(key) for key in SPECIAL_TOKEN_KEYS], special_tokens=True)
+    tokenizer.add_tokens([special_token(key) for key in special_token_keys(family)], special_tokens=True)
 
 
 def _load_local(path: Path) -> PreTrainedTokenizerBase:
@@ -75,13 +76,14 @@ def _load_local(path: Path) -> PreTrainedTokenizerBase:
 
 
 def build_extended_tokenizer(
-    qwen_dir: str | Path, layout: TokenLayout | None = None
+    qwen_dir: str | Path, layout: TokenLayout | None = None, family: str = "r1"
 ) -> PreTrainedTokenizerBase:
     """Load a local base Qwen3-VL tokenizer directory and extend it (MODEL.md §3).
 
     Args:
         qwen_dir: directory with the Qwen3-VL tokenizer files (tokenizer.json, tokenizer_config.json, …).
         layout: expected layout; default the real checkpoint's (`<i0>` = 151669, len 155697).
+        family: "r1" or "a15", whose special-token names to add.
 
     Returns:
         The extended tokenizer.
@@ -97,15 +99,16 @@ def build_extended_tokenizer(
             f"base tokenizer at {path} has {len(tokenizer)} tokens, "
             f"expected {layout.base_vocab_size} before extension"
         )
-    extend_tokenizer(tokenizer, layout.traj_vocab_size)
-    verify_tokenizer(tokenizer, layout, str(path))
+    extend_tokenizer(tokenizer, layout.traj_vocab_size, family)
+    verify_tokenizer(tokenizer, layout, str(path), family)
     return tokenizer
 
 
-def load_tokenizer(path: str | Path, layout: TokenLayout) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: str | Path, layout: TokenLayout, family: str = "r1") -> PreTrainedTokenizerBase:
     """Load a tokenizer directory that is either a base Qwen tokenizer or an already extended one.
 
-    A base tokenizer (len == `layout.base_vocab_size`) is extended; an extended one is only verified.
+    A base tokenizer (len == `layout.base_vocab_size`) is extended with `family`'s names; an extended one is
+    only verified, and may carry either family's names for the nine renamed slots (same ids).
 
     Raises:
         TokenizerError: as in `build_extended_tokenizer`, or the length fits neither form.
@@ -113,8 +116,10 @@ def load_tokenizer(path: str | Path, layout: TokenLayout) -> PreTrainedTokenizer
     path = Path(path)
     tokenizer = _load_local(path)
     if len(tokenizer) == layout.base_vocab_size:
-        extend_tokenizer(tokenizer, layout.traj_vocab_size)
-    elif len(tokenizer) != layout.vocab_size:
+        extend_tokenizer(tokenizer, layout.traj_vocab_size, family)
+        verify_tokenizer(tokenizer, layout, str(path), family)
+        return tokenizer
+    if len(tokenizer) != layout.vocab_size:
         raise TokenizerError(
             f"tokenizer at {path} has {len(tokenizer)} tokens: neither a base ({layout.base_vocab_size}) "
             f"nor an extended ({layout.vocab_size}) tokenizer for this model"
@@ -179,16 +184,17 @@ def tiny_token_layout(traj_vocab_size: int, future_bins: int) -> TokenLayout:
     )
 
 
-def build_tiny_tokenizer(layout: TokenLayout) -> PreTrainedTokenizerFast:
+def build_tiny_tokenizer(layout: TokenLayout, family: str = "r1") -> PreTrainedTokenizerFast:
     """The tiny base tokenizer extended like the real one, verified against `layout`.
 
     Args:
         layout: expected layout (e.g. the "tiny" preset's `config.tokens`), base ids those of the tiny base.
+        family: "r1" or "a15", whose special-token names to add (e.g. the preset's `config.family`).
 
     Raises:
         TokenizerError: the layout does not describe the tiny tokenizer.
     """
     tokenizer = build_tiny_base_tokenizer()
-    extend_tokenizer(tokenizer, layout.traj_vocab_size)
-    verify_tokenizer(tokenizer, layout, "build_tiny_tokenizer()")
+    extend_tokenizer(tokenizer, layout.traj_vocab_size, family)
+    verify_tokenizer(tokenizer, layout, "build_tiny_tokenizer()", family)
     return tokenizer

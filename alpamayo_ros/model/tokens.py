@@ -5,6 +5,9 @@ come `traj_vocab_size` plain added tokens `<i0>` … `<i{N-1}>` (future bins fir
 29 `<|KEY|>` specials in `SPECIAL_TOKEN_KEYS` order, of which `<|image_pad|>` already exists in the base
 vocabulary, so 28 get new ids. Real checkpoint: `<i0>` = 151669, `<i3999>` = 155668, `<|prompt_start|>` =
 155669, len 155697.
+
+Alpamayo 1.5 (MODEL-1.5.md §3) keeps every id but renames nine unused slots to `<|_padding_k|>`
+(`A15_RENAMED_KEYS`); `SpecialTokens` keeps the R1 slot names as field names for both families.
 """
 
 from __future__ import annotations
@@ -47,6 +50,20 @@ SPECIAL_TOKEN_KEYS: tuple[str, ...] = (
     "answer_start",
     "answer_end",
 )
+# Model families: Alpamayo-R1 and Alpamayo 1.5 (MODEL-1.5.md §1).
+FAMILIES: tuple[str, ...] = ("r1", "a15")
+# R1 key -> 1.5 key of the nine renamed slots, same ids (MODEL-1.5.md §3; upstream 1.5 `SPECIAL_TOKENS_KEYS`).
+A15_RENAMED_KEYS: dict[str, str] = {
+    "image_pre_tkn": "_padding_0",
+    "traj_history_pre_tkn": "_padding_1",
+    "meta_action_start": "_padding_2",
+    "meta_action_end": "_padding_3",
+    "traj_future_pre_tkn": "_padding_4",
+    "vectorized_wm": "_padding_5",
+    "vectorized_wm_start": "_padding_6",
+    "vectorized_wm_end": "_padding_7",
+    "vectorized_wm_pre_tkn": "_padding_8",
+}
 # Qwen base tokens the prompt and generation use (MODEL.md §3.1), by field name of `SpecialTokens`.
 BASE_TOKEN_STRINGS: dict[str, str] = {
     "pad": "<|endoftext|>",
@@ -68,6 +85,20 @@ class _TokenizerLike(Protocol):
     def __len__(self) -> int: ...
 
     def convert_tokens_to_ids(self, tokens: list[str]) -> list[int]: ...
+
+
+def check_family(family: str) -> str:
+    """Return `family` if it is one of `FAMILIES`, else raise ValueError naming it."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return family
+
+
+def special_token_keys(family: str = "r1") -> tuple[str, ...]:
+    """The 29 special keys of `family` in id order (1.5: nine slots renamed, same positions)."""
+    if check_family(family) == "r1":
+        return SPECIAL_TOKEN_KEYS
+    return tuple(A15_RENAMED_KEYS.get(key, key) for key in SPECIAL_TOKEN_KEYS)
 
 
 def special_token(key: str) -> str:
@@ -120,9 +151,10 @@ class SpecialTokens:
     answer_start: int
     answer_end: int
 
-    def strings(self) -> dict[str, str]:
-        """Field name -> token string, for every field."""
-        return {**BASE_TOKEN_STRINGS, **{key: special_token(key) for key in SPECIAL_TOKEN_KEYS}}
+    def strings(self, family: str = "r1") -> dict[str, str]:
+        """Field name -> token string of `family`, for every field."""
+        names = dict(zip(SPECIAL_TOKEN_KEYS, special_token_keys(family)))
+        return {**BASE_TOKEN_STRINGS, **{key: special_token(names[key]) for key in SPECIAL_TOKEN_KEYS}}
 
 
 @dataclass(frozen=True)
@@ -197,26 +229,17 @@ class TokenLayout:
                 next_id += 1
         return SpecialTokens(**ids)
 
-    def expected_ids(self) -> dict[str, int]:
-        """Token string -> expected id, for every special, base and trajectory token."""
+    def expected_ids(self, family: str = "r1") -> dict[str, int]:
+        """`family`'s token string -> expected id, for every special, base and trajectory token."""
         specials = self.special_token_ids()
-        expected = {text: getattr(specials, name) for name, text in specials.strings().items()}
+        expected = {text: getattr(specials, name) for name, text in specials.strings(family).items()}
         expected.update({traj_token(i): self.traj_token_start_idx + i for i in range(self.traj_vocab_size)})
         return expected
 
 
-def verify_tokenizer(tokenizer: _TokenizerLike, layout: TokenLayout, source: str) -> None:
-    """Check that a tokenizer's ids follow `layout` for every special and trajectory token.
-
-    Args:
-        tokenizer: an extended tokenizer (anything with `__len__` and `convert_tokens_to_ids`).
-        layout: the expected layout.
-        source: where the tokenizer came from (a path), named in the error.
-
-    Raises:
-        TokenizerError: listing the length mismatch and up to 20 token-id mismatches.
-    """
-    expected = layout.expected_ids()
+def _mismatches(tokenizer: _TokenizerLike, layout: TokenLayout, family: str) -> list[str]:
+    """Every way `tokenizer` departs from `layout` with `family`'s token names (length first)."""
+    expected = layout.expected_ids(family)
     tokens = list(expected)
     actual = tokenizer.convert_tokens_to_ids(tokens)
     problems = [
@@ -226,10 +249,37 @@ def verify_tokenizer(tokenizer: _TokenizerLike, layout: TokenLayout, source: str
     ]
     if len(tokenizer) != layout.vocab_size:
         problems.insert(0, f"len(tokenizer): expected {layout.vocab_size}, got {len(tokenizer)}")
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise TokenizerError(
-            f"tokenizer from {source} does not match the expected vocabulary layout:\n  {shown}{more}"
-        )
-    logger.debug("tokenizer from %s matches the layout (%d tokens)", source, layout.vocab_size)
+    return problems
+
+
+def verify_tokenizer(
+    tokenizer: _TokenizerLike, layout: TokenLayout, source: str, family: str | None = None
+) -> str:
+    """Check that a tokenizer's ids follow `layout` for every special and trajectory token.
+
+    Args:
+        tokenizer: an extended tokenizer (anything with `__len__` and `convert_tokens_to_ids`).
+        layout: the expected layout.
+        source: where the tokenizer came from (a path), named in the error.
+        family: whose names the nine renamed slots must carry; None accepts either family's names (the ids
+            are the same, and no inference path uses those slots).
+
+    Returns:
+        The family whose names the tokenizer carries.
+
+    Raises:
+        TokenizerError: listing the length mismatch and up to 20 token-id mismatches (of the closest family).
+    """
+    reports: list[list[str]] = []
+    for name in FAMILIES if family is None else (check_family(family),):
+        reports.append(_mismatches(tokenizer, layout, name))
+        if not reports[-1]:
+            logger.debug("tokenizer from %s matches the %s layout (%d tokens)", source, name,
+                         layout.vocab_size)
+            return name
+    problems = min(reports, key=len)
+    shown = "\n  ".join(problems[:20])
+    more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+    raise TokenizerError(
+        f"tokenizer from {source} does not match the expected vocabulary layout:\n  {shown}{more}"
+    )

@@ -101,3 +101,21 @@ def make_inputs(tiny_config: AlpamayoConfig) -> InputsFn:
         return (random_images(config, batch, size, seed), *straight_history(batch, config.io.history_poses))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_a15_config() -> AlpamayoConfig:
+    return PRESETS["tiny-a15"]
+
+
+@pytest.fixture(scope="session")
+def tiny_a15_tokenizer(tiny_a15_config: AlpamayoConfig) -> PreTrainedTokenizerBase:
+    return build_tiny_tokenizer(tiny_a15_config.tokens, "a15")
+
+
+@pytest.fixture(scope="session")
+def tiny_a15_model(
+    tiny_a15_config: AlpamayoConfig, tiny_a15_tokenizer: PreTrainedTokenizerBase
+) -> AlpamayoR1:
+    """Shared tiny 1.5-style model (the weights of `tiny_model`): tests must not modify it."""
+    return build_model(tiny_a15_config, tiny_a15_tokenizer)
