@@ -22,7 +22,7 @@ export PYTHONPATH := $(CURDIR)
 export AMENT_PREFIX_PATH := $(CURDIR)/$(VENV)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-PKG_SOURCES := CMakeLists.txt setup.py pyproject.toml package.xml $(wildcard cmake/*.cmake msg/*.msg scripts/*) \
+PKG_SOURCES := CMakeLists.txt setup.py pyproject.toml package.xml $(wildcard cmake/*.cmake msg/*.msg srv/*.srv scripts/*) \
 	$(shell find alpamayo_ros launch config rviz -type f -not -path '*/__pycache__/*' 2>/dev/null)
 TORCH_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
@@ -44,7 +44,7 @@ $(STAMPS)/deps-$(ROS_DISTRO): $(STAMPS)/venv requirements/ros-$(ROS_DISTRO).txt 
 
 $(STAMPS)/package: $(STAMPS)/deps-$(ROS_DISTRO) $(PKG_SOURCES)
 	$(PY) -m pip install -q --no-build-isolation --no-deps .
-	$(PY) -c "from alpamayo_ros.msg import TrajectorySet, PlannerStatus"
+	$(PY) -c "from alpamayo_ros.msg import TrajectorySet, PlannerStatus; from alpamayo_ros.srv import Ask"
 	touch $@
 
 # A 15 s red-light scene, 4 JPEG cameras at 10 Hz (180x320), 50 Hz odometry, MCAP (~7 MB, ~8 s).
@@ -52,13 +52,13 @@ $(SAMPLE_BAG)/metadata.yaml: $(STAMPS)/package
 	$(PY) -m alpamayo_ros.sim.make_bag $(SAMPLE_BAG) --overwrite
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup test
+	$(PY) -m pytest -n 2 --dist loadscope test
 
 test-unit: setup
 	$(PY) -m pytest -n 2 test/unit
 
 test-integration: setup
-	$(PY) -m pytest -n 2 --dist loadgroup test/integration
+	$(PY) -m pytest -n 2 --dist loadscope test/integration
 
 clean:
 	rm -rf build install log out

@@ -39,7 +39,8 @@ class BuildWithCMake(build_py):
         self._cmake()
         site = self._staged_site_packages() / PACKAGE
         target = Path(self.build_lib) / PACKAGE
-        shutil.copytree(site / "msg", target / "msg", dirs_exist_ok=True)
+        for kind in ("msg", "srv"):
+            shutil.copytree(site / kind, target / kind, dirs_exist_ok=True)
         for ext in site.glob(f"{PACKAGE}_s__rosidl_typesupport_*"):
             shutil.copy2(ext, target / ext.name)
         self.distribution.data_files.extend(self._prefix_data_files())

@@ -179,6 +179,7 @@ class PlanningCore:
         self._last_planned_t0_ns: int | None = None
         self._last_valid: Plan | None = None  # the newest NEW plan, for REPUBLISH_LAST_VALID
         self._time_jumps = 0
+        self._epoch = 0  # incremented by every clear: a plan from an older epoch belongs to a dead time line
 
     @property
     def config(self) -> PlannerConfig:
@@ -258,6 +259,7 @@ class PlanningCore:
         self._odometry.clear()
         self._last_planned_t0_ns = None
         self._last_valid = None
+        self._epoch += 1
 
     def reset(self) -> None:
         """Forget all inputs, the last planned t0 and the last valid plan (e.g. when the clock jumps back)."""
@@ -271,11 +273,12 @@ class PlanningCore:
             stamps["odometry"] = self._odometry.latest_stamp_ns
         return stamps
 
-    def build_observation(self, now_ns: int) -> Observation | Skip:
+    def build_observation(self, now_ns: int, *, allow_planned: bool = False) -> Observation | Skip:
         """Synchronise the buffered inputs into an Observation at t0 (sync.select_frames defines t0).
 
         Args:
             now_ns: the planning time (node clock) against which input age is measured.
+            allow_planned: also return a t0 that was already planned (scene questions reuse it).
 
         Returns:
             An Observation, or a Skip: the select_frames reasons, INPUT_STALE (t0 older than max_input_age_s),
@@ -293,7 +296,7 @@ class PlanningCore:
                     SkipReason.INPUT_STALE,
                     f"t0 is {age_s * 1e3:.0f} ms old (max {cfg.max_input_age_s * 1e3:.0f} ms)",
                 )
-            if self._last_planned_t0_ns is not None and t0_ns <= self._last_planned_t0_ns:
+            if not allow_planned and self._last_planned_t0_ns is not None and t0_ns <= self._last_planned_t0_ns:
                 return Skip(
                     SkipReason.STALE_DUPLICATE,
                     f"t0 {t0_ns} ns is not newer than the last planned t0 {self._last_planned_t0_ns} ns",
@@ -345,6 +348,7 @@ class PlanningCore:
                     f"t0 {obs.t0_ns} ns is not newer than the last planned t0 {self._last_planned_t0_ns} ns",
                 )
             self._last_planned_t0_ns = obs.t0_ns
+            epoch = self._epoch
         try:
             result = engine.plan(obs, num_samples=cfg.num_samples, seed=cfg.seed)
         except Exception as error:  # the cycle boundary: any engine failure becomes a counted skip
@@ -370,6 +374,9 @@ class PlanningCore:
         plan = Plan(obs, result, index, scores, report.flags, validation=report)
         if index >= 0:
             with self._lock:
+                if epoch != self._epoch:  # the buffers were reset while the engine ran (time went backwards)
+                    return Skip(SkipReason.INPUT_STALE,
+                                f"inputs were reset during the cycle (t0 {obs.t0_ns} ns is on the abandoned time line)")
                 self._last_valid = plan
             return plan
         too_old = bool(report.check("plan_age").failed.any())  # PLAN_AGE is set for all candidates or none

@@ -171,6 +171,23 @@ class ModelEngine:
         return info
 
 
+class RoutedEngine:
+    """An Alpamayo 1.5 engine with this cycle's navigation text: `plan` adds the route and guidance weight."""
+
+    def __init__(self, engine: ModelEngine, route: str, guidance_weight: float) -> None:
+        self._engine, self.route = engine, route
+        # w = 1 is the route prompt alone, bitwise; only another weight needs the unguided expert pass.
+        self.guidance_weight = None if guidance_weight == 1.0 else guidance_weight
+
+    @property
+    def model_id(self) -> str:
+        return self._engine.model_id
+
+    def plan(self, obs: Observation, *, num_samples: int, seed: int | None) -> EngineResult:
+        return self._engine.plan(obs, num_samples=num_samples, seed=seed, route=self.route,
+                                 guidance_weight=self.guidance_weight)
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda if available else cpu; otherwise the named device (clear error if CUDA is missing)."""
     if device == "auto":
@@ -183,9 +200,10 @@ def resolve_device(device: str) -> torch.device:
 
 def load_engine(*, backend: str, path: str, tokenizer_path: str, device: str, dtype: str, max_new_tokens: int,
                 num_cameras: int, warmup: bool, warmup_size_hw: tuple[int, int] = (270, 480),
-                engine: str = "auto", warmup_samples: int = 1) -> ModelEngine:
+                engine: str = "auto", warmup_samples: int = 1, family: str | None = None) -> ModelEngine:
     """Build the engine for the node's `model.*` parameters (`engine`: see `ENGINES`; the warm-up plans
-    `warmup_samples` samples, which should be the node's sample count).
+    `warmup_samples` samples, which should be the node's sample count; `family`: "r1", "a15" or None to
+    detect it from config.json).
 
     Raises:
         CheckpointError: no checkpoint at the path (or the embedded model is missing), key mismatches.
@@ -198,7 +216,7 @@ def load_engine(*, backend: str, path: str, tokenizer_path: str, device: str, dt
         raise CheckpointError(f"checkpoint directory {checkpoint} does not exist")
     torch_device = resolve_device(device)
     torch_dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    model = from_pretrained(checkpoint, tokenizer_path=tokenizer_path or None, dtype=torch_dtype,
+    model = from_pretrained(checkpoint, tokenizer_path=tokenizer_path or None, dtype=torch_dtype, family=family,
                             device=torch_device)
     cameras = model.config.io.camera_names
     if len(cameras) != num_cameras:

@@ -6,12 +6,13 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, PoseStamped
 from nav_msgs.msg import Odometry, Path
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from alpamayo_ros.msg import TrajectorySet
 from alpamayo_ros.planner.images import decode_compressed, decode_raw, encode_raw
+from alpamayo_ros.planner.overlay import draw_overlay
 from alpamayo_ros.planner.rotations import matrix_to_quat
 from alpamayo_ros.planner.types import NS_PER_S, EgoSample, Frame, Plan
 
@@ -43,6 +44,22 @@ def rgb_to_image(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     msg.data = data
     return msg
+
+
+def overlay_image(plan: Plan, stamp: Time, camera: str, info: CameraInfo | None,
+                  camera_pose: tuple[float, ...]) -> Image | None:
+    """The frame of `camera` at t0 with the selected trajectory and its reasoning drawn on it (rgb8), or None
+    when the plan has no selected candidate or no such camera."""
+    obs = plan.observation
+    if camera not in obs.camera_names or plan.selected_index < 0 or not obs.images:
+        return None
+    image = obs.images[obs.camera_names.index(camera)][-1]  # [H, W, 3] the frame at t0
+    k = np.array(info.k, dtype=np.float64).reshape(3, 3) if info is not None and any(info.k) else None
+    rgb = draw_overlay(
+        image, plan.result.xyz, plan.selected_index, plan.result.reasoning[plan.selected_index],
+        camera_name=camera, camera_pose=camera_pose, intrinsics=k,
+        intrinsics_size_hw=(info.height, info.width) if info is not None else None)
+    return rgb_to_image(rgb, stamp, camera)
 
 
 def odometry_to_sample(msg: Odometry) -> EgoSample:

@@ -1,8 +1,12 @@
-"""The planner node's parameters: one table (name, default, description, range, dynamic) and the builders of
-the core's config dataclasses from parameter values.
+"""The planner node's parameters: one table (name, default, description, range, dynamic), the descriptors
+built from it, their declaration, and the builders of the core's config dataclasses from parameter values.
 
 `config/planner.yaml` lists every parameter here with its default (a unit test keeps them in sync), and the
 README parameter table is generated from this module (`python -m alpamayo_ros.ros.params --markdown`).
+
+Invalid values given at start (a params file or `-p`) never raise out of the node's constructor: `declare`
+keeps the default for a value rclpy refuses (wrong type, out of range) and returns every problem, so the node
+can stay alive and unconfigured and say why.
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
 from alpamayo_ros.planner.cycle import PlannerConfig
 from alpamayo_ros.planner.validator import NoValidPolicy, ValidatorConfig
 from alpamayo_ros.planner.egomotion import HistoryConfig, SpeedSource
 from alpamayo_ros.planner.selection import SelectionMode
 from alpamayo_ros.planner.sync import DEFAULT_CAMERA_NAMES, SyncConfig
+from alpamayo_ros.ros.odometry_gate import OdometryGateConfig
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model.max_new_tokens", 64, "Upper bound on Chain-of-Causation tokens per cycle.",
               range=(1, 512), dynamic=True),
     ParamSpec("model.warmup", True, "Run one inference on dummy inputs at configure (first cycle not slow)."),
+    ParamSpec("model.engine", "auto", "Inference path: fast (static cache, CUDA graphs, frame cache), reference, "
+              "or auto (fast on CUDA, reference on CPU).", choices=("auto", "fast", "reference")),
+    ParamSpec("model.family", "auto", "Checkpoint family: auto (from config.json), r1 or a15 (Alpamayo 1.5).",
+              choices=("auto", "r1", "a15")),
+    ParamSpec("route.max_age_s", 30.0, "Alpamayo 1.5: a ~/input/route text older than this is not used, s.",
+              range=(0.1, 3600.0), dynamic=True),
+    ParamSpec("route.guidance_weight", 1.0, "Alpamayo 1.5: classifier-free guidance weight with a route "
+              "(1 = route prompt only, 0 = ignore the route, >1 = stronger; != 1 doubles expert cost).",
+              range=(0.0, 5.0), dynamic=True),
     ParamSpec("planning.rate_hz", 2.0, "Planning timer rate, Hz (ROS time: follows /clock with use_sim_time).",
               range=(0.1, 30.0), dynamic=True),
     ParamSpec("planning.num_samples", 1, "Trajectories (each with its own reasoning) sampled per cycle.",
@@ -71,6 +90,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               range=(0.1, 60.0)),
     ParamSpec("input.image_transport", "compressed", "Subscribe to sensor_msgs/Image (raw) or CompressedImage.",
               choices=("raw", "compressed")),
+    ParamSpec("input.odom_frame_id", "",
+              "Odometry header.frame_id to accept; empty = the first received, then held (others rejected)."),
+    ParamSpec("input.base_frame_id", "",
+              "Odometry child_frame_id to accept; empty = the first received, then held (others rejected)."),
+    ParamSpec("input.odometry_max_speed_mps", 60.0,
+              "Odometry positions further apart than this * dt + 0.5 m are a jump: sample rejected, m/s.",
+              range=(1.0, 1000.0), dynamic=True),
     ParamSpec("output.frame", "base_link", "Frame of published paths: base_link (at t0) or odom.",
               choices=("base_link", "odom"), dynamic=True),
     ParamSpec("output.base_frame_id", "base_link", "frame_id written for the ego frame at t0."),
@@ -114,6 +140,52 @@ PARAMS: tuple[ParamSpec, ...] = (
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 
 
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ParameterDescriptor of `spec` (description, range, choices; rclpy enforces type and range)."""
+    desc = ParameterDescriptor(description=spec.description, read_only=False)
+    if spec.choices:
+        desc.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.range is not None and not isinstance(spec.default, bool):
+        low, high = spec.range
+        if isinstance(spec.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
+        elif isinstance(spec.default, float):
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+    if not spec.dynamic:
+        constraints = [desc.additional_constraints] if desc.additional_constraints else []
+        desc.additional_constraints = "; ".join([*constraints, "read-only once configured"])
+    return desc
+
+
+def declare(node: Node) -> dict[str, str]:
+    """Declare every parameter on `node`; returns {name: why its start value was refused} (empty: all valid).
+
+    A refused start value (wrong type or out of range, which rclpy checks; not one of `choices`, which it does
+    not) is replaced by the default so the node can exist, and reported here; the node must not configure
+    until each such parameter has been set to a valid value.
+    """
+    invalid: dict[str, str] = {}
+    for spec in PARAMS:
+        try:
+            node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            override = node._parameter_overrides.get(spec.name)  # rclpy keeps the refused value only here
+            value = override.value if override is not None else None
+            if isinstance(error, InvalidParameterTypeException):
+                invalid[spec.name] = (f"{spec.name}={value!r} has type {type(value).__name__}, expected "
+                                      f"{type(spec.default).__name__}")
+            else:
+                invalid[spec.name] = check_value(spec, value) or f"{spec.name}: {error}"
+            node.declare_parameter(spec.name, spec.default, descriptor(spec), ignore_override=True)
+            continue
+        reason = check_value(spec, node.get_parameter(spec.name).value)
+        if reason is not None:
+            invalid[spec.name] = reason
+            node.set_parameters([Parameter(spec.name, value=spec.default)])
+    return invalid
+
+
 def check_value(spec: ParamSpec, value: Any) -> str | None:
     """Why `value` is not acceptable for `spec`, or None."""
     if spec.choices is not None and value not in spec.choices:
@@ -153,6 +225,16 @@ def planner_config(values: dict[str, Any]) -> PlannerConfig:
     )
 
 
+def odometry_gate_config(values: dict[str, Any]) -> OdometryGateConfig:
+    """OdometryGateConfig from parameter values; raises ValueError naming the bad value."""
+    return OdometryGateConfig(
+        odom_frame_id=values["input.odom_frame_id"],
+        base_frame_id=values["input.base_frame_id"],
+        max_speed_mps=float(values["input.odometry_max_speed_mps"]),
+        max_gap_s=float(values["history.max_gap_s"]),
+    )
+
+
 def defaults() -> dict[str, Any]:
     return {p.name: p.default for p in PARAMS}
 
@@ -166,8 +248,42 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return ".inf" if value == float("inf") else repr(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def yaml_text() -> str:
+    """config/planner.yaml: every parameter with its default, description, range and whether it is dynamic."""
+    lines = [
+        "# Parameters of the Alpamayo planner node. Generated from alpamayo_ros/ros/params.py:",
+        "#   python -m alpamayo_ros.ros.params --yaml > config/planner.yaml",
+        "# `/**:` applies to any node name and namespace. [dynamic] parameters may change at run time",
+        "# (`ros2 param set`); the others are read-only once the node is configured.",
+        "/**:",
+        "  ros__parameters:",
+    ]
+    for p in PARAMS:
+        allowed = f" One of: {', '.join(p.choices)}." if p.choices else (
+            f" Range [{p.range[0]}, {p.range[1]}]." if p.range else "")
+        lines.append(f"    # {p.description}{allowed}{' [dynamic]' if p.dynamic else ''}")
+        lines.append(f"    {p.name}: {_yaml_value(p.default)}")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--markdown", action="store_true", help="print the README parameter table")
-    if parser.parse_args().markdown:
+    parser.add_argument("--yaml", action="store_true", help="print config/planner.yaml")
+    parsed = parser.parse_args()
+    if parsed.markdown:
         print(markdown_table())
+    if parsed.yaml:
+        print(yaml_text(), end="")

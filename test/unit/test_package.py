@@ -93,8 +93,8 @@ def test_console_scripts_point_at_existing_functions():
 
 def test_cmake_lists_every_message_and_installed_script():
     cmake = (REPO / "CMakeLists.txt").read_text()
-    listed = set(re.findall(r'"msg/(\w+\.msg)"', cmake))
-    assert listed == {p.name for p in (REPO / "msg").glob("*.msg")}
+    listed = set(re.findall(r'"((?:msg|srv)/\w+\.(?:msg|srv))"', cmake))
+    assert listed == {f"{p.parent.name}/{p.name}" for p in [*(REPO / "msg").glob("*.msg"), *(REPO / "srv").glob("*.srv")]}
     programs = re.search(r"install\(PROGRAMS([^)]*)DESTINATION", cmake).group(1).split()
     for program in programs:
         path = REPO / program

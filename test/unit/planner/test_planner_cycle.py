@@ -519,3 +519,24 @@ def test_reconfigure_changes_validator_thresholds() -> None:
     plan = core.run(_observation(core, T0_NS), FakeEngine(kinked_samples=(0, 1, 2)))
     assert isinstance(plan, Plan) and plan.source is PlanSource.NEW
     np.testing.assert_array_equal(plan.flags, [0, 0, 0])
+
+
+def test_a_plan_finished_after_a_reset_is_neither_published_nor_kept_for_republishing():
+    """Time went backwards while the engine ran: the plan belongs to a dead time line."""
+    from alpamayo_ros.planner.types import Skip, SkipReason
+
+    class ResettingEngine:
+        model_id = "resetting"
+
+        def __init__(self, core, inner):
+            self.core, self.inner = core, inner
+
+        def plan(self, obs, *, num_samples, seed):
+            self.core.reset()
+            return self.inner.plan(obs, num_samples=num_samples, seed=seed)
+
+    core = _ready_core(no_valid_policy=NoValidPolicy.REPUBLISH_LAST_VALID)
+    obs = _observation(core, START_NS + 2 * NS_PER_S)
+    outcome = core.run(obs, ResettingEngine(core, FakeEngine()))
+    assert isinstance(outcome, Skip) and outcome.reason is SkipReason.INPUT_STALE
+    assert core._last_valid is None
