@@ -60,5 +60,9 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest -n 2 --dist loadscope test/integration
 
+# The sample bag through the real planner node (embedded small model): PNG per cycle, GIF, output bag, summary.
+demo: setup
+	$(PY) -m alpamayo_ros.sim.demo --bag $(SAMPLE_BAG) --out out/demo
+
 clean:
 	rm -rf build install log out

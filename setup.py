@@ -98,7 +98,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["assets/**/*"]},
+    package_data={PACKAGE: ["assets/*/*", "assets/*/*/*"]},
     data_files=[],  # filled by BuildWithCMake once CMake has installed
     cmdclass={"build_py": BuildWithCMake},
     distclass=BinaryDistribution,
@@ -107,6 +107,8 @@ setup(
             "alpamayo-planner = alpamayo_ros.ros.planner_node:main",
             "alpamayo-replay = alpamayo_ros.ros.replay:main",
             "alpamayo-make-bag = alpamayo_ros.sim.make_bag:main",
+            "alpamayo-eval = alpamayo_ros.sim.evaluate:main",
+            "alpamayo-demo = alpamayo_ros.sim.demo:main",
         ],
     },
 )

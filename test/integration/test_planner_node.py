@@ -198,3 +198,34 @@ def test_parameter_changes_take_effect_where_dynamic(running, ros_context):
     assert not read_only[0].successful and "read-only" in read_only[0].reason
     assert planner.get_parameter("planning.num_samples").value == 3
     assert planner.get_parameter("model.path").value != "/elsewhere"
+
+
+def test_embedded_model_reasons_in_words(ros_context):
+    """The default backend (the trained model in alpamayo_ros/assets/tiny) plans with non-empty reasoning."""
+    overrides = [Parameter("input.image_transport", value="raw"), Parameter("planning.rate_hz", value=2.0),
+                 Parameter("model.warmup", value=False), Parameter("planning.max_input_age_s", value=5.0),
+                 Parameter("output.no_valid_policy", value="publish_as_is"),
+                 Parameter("validator.max_plan_age_s", value=math.inf)]
+    planner = PlannerNode(context=ros_context, parameter_overrides=overrides)
+    ns = "/alpamayo_planner"
+    vehicle = FakeVehicle(ros_context, f"{ns}/input/camera", odom_topic=f"{ns}/input/odometry",
+                          size_hw=(108, 192))
+    listener = Listener(ros_context, ns)
+    executors = [MultiThreadedExecutor(num_threads=4, context=ros_context),
+                 rclpy.executors.SingleThreadedExecutor(context=ros_context)]
+    executors[0].add_node(planner)
+    executors[0].add_node(listener.node)
+    executors[1].add_node(vehicle)
+    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    for thread in threads:
+        thread.start()
+    try:
+        assert _wait(lambda: len(listener.reasoning) >= 2, 90.0), listener.status[-1:]
+        assert all(text.strip() for text in listener.reasoning)
+        assert all(m.model_id.startswith("tiny@") for m in listener.sets)
+    finally:
+        for executor, thread in zip(executors, threads):
+            executor.shutdown()
+            thread.join(timeout=10)
+        for node in (planner, vehicle, listener.node):
+            node.destroy_node()
