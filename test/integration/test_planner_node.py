@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -93,9 +94,16 @@ def running(ros_context, tiny_checkpoint):
     ns = "/alpamayo_planner"
     vehicle = FakeVehicle(ros_context, f"{ns}/input/camera", odom_topic=f"{ns}/input/odometry")
     listener = Listener(ros_context, ns)
-    # The vehicle spins on its own executor, like a separate driver process.
-    executors = [MultiThreadedExecutor(num_threads=4, context=ros_context),
-                 rclpy.executors.SingleThreadedExecutor(context=ros_context)]
+    with _spinning(planner, vehicle, listener):
+        yield planner, vehicle, listener
+
+
+@contextlib.contextmanager
+def _spinning(planner, vehicle, listener):
+    """Spin the planner and listener on one executor and the vehicle on its own, like a driver process."""
+    context = planner.context
+    executors = [MultiThreadedExecutor(num_threads=4, context=context),
+                 rclpy.executors.SingleThreadedExecutor(context=context)]
     executors[0].add_node(planner)
     executors[0].add_node(listener.node)
     executors[1].add_node(vehicle)
@@ -103,7 +111,7 @@ def running(ros_context, tiny_checkpoint):
     for thread in threads:
         thread.start()
     try:
-        yield planner, vehicle, listener
+        yield
     finally:
         for executor, thread in zip(executors, threads):
             executor.shutdown()
@@ -211,21 +219,7 @@ def test_embedded_model_reasons_in_words(ros_context):
     vehicle = FakeVehicle(ros_context, f"{ns}/input/camera", odom_topic=f"{ns}/input/odometry",
                           size_hw=(108, 192))
     listener = Listener(ros_context, ns)
-    executors = [MultiThreadedExecutor(num_threads=4, context=ros_context),
-                 rclpy.executors.SingleThreadedExecutor(context=ros_context)]
-    executors[0].add_node(planner)
-    executors[0].add_node(listener.node)
-    executors[1].add_node(vehicle)
-    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-    for thread in threads:
-        thread.start()
-    try:
+    with _spinning(planner, vehicle, listener):
         assert _wait(lambda: len(listener.reasoning) >= 2, 90.0), listener.status[-1:]
         assert all(text.strip() for text in listener.reasoning)
         assert all(m.model_id.startswith("tiny@") for m in listener.sets)
-    finally:
-        for executor, thread in zip(executors, threads):
-            executor.shutdown()
-            thread.join(timeout=10)
-        for node in (planner, vehicle, listener.node):
-            node.destroy_node()
