@@ -13,7 +13,6 @@ and values.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -61,32 +60,6 @@ def continuation_ids(model: AlpamayoR1, coc_text: tuple[str, ...]) -> Tensor:
     width = max(len(row) for row in rows)
     padded = [row + [model.special.pad] * (width - len(row)) for row in rows]
     return torch.tensor(padded, dtype=torch.int64)
-
-
-def init_history_embeddings(model: AlpamayoR1, generator: torch.Generator, num_freqs: int = 32) -> None:
-    """Initialise the embeddings of the history-bin tokens so that nearby bins start out alike.
-
-    Bin b stands for the delta d_b = min + b·(max − min)/(num_bins − 1) (the x/y range, MODEL.md §4.5). Its
-    embedding becomes Fourier features [sin 2πf·d_b, cos 2πf·d_b] over `num_freqs` frequencies, log-spaced
-    from 0.05 to 40 cycles/m (periods 20 m … 2.5 cm: speeds and centimetre-level lateral drift both stay
-    readable), times a random projection to the hidden size at the embedding init scale. A model trained from
-    scratch then reads speed and curvature from the history tokens without first learning 1000 unrelated
-    vectors; training changes them like any other weight. In place, without gradient tracking.
-    """
-    layout, history = model.config.tokens, model.config.history
-    table = model.vlm.model.language_model.embed_tokens.weight  # [vocab, D]
-    bins = torch.arange(history.num_bins, dtype=torch.float64)
-    low, high = history.xyz_min[0], history.xyz_max[0]
-    deltas = low + bins * (high - low) / (history.num_bins - 1)  # [bins] m
-    freqs = torch.logspace(math.log10(0.05), math.log10(40.0), num_freqs, dtype=torch.float64)
-    phase = 2 * math.pi * deltas[:, None] * freqs[None, :]  # [bins, F]
-    features = torch.cat([phase.sin(), phase.cos()], dim=-1)  # [bins, 2F], each row of norm sqrt(F)
-    std = float(table.detach().std())  # the initializer's scale
-    projection = torch.randn(2 * num_freqs, table.shape[1], generator=generator, dtype=torch.float64)
-    embeddings = features @ projection * (std / math.sqrt(num_freqs))  # [bins, D], entries ~ N(0, std²)
-    start = layout.hist_token_start_idx
-    with torch.no_grad():
-        table[start : start + history.num_bins] = embeddings.to(table)
 
 
 def action_targets(model: AlpamayoR1, batch: TrainingBatch) -> Tensor:

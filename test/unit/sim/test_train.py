@@ -99,17 +99,6 @@ def test_loss_decreases_on_a_fixed_mini_batch():
     assert model.action_out_proj.weight.grad.abs().sum() > 0
 
 
-def test_history_bin_embeddings_start_alike_for_nearby_deltas():
-    model = _tiny()  # build_model applies init_history_embeddings
-    start, bins = model.config.tokens.hist_token_start_idx, model.config.history.num_bins
-    table = model.vlm.model.language_model.embed_tokens.weight.detach()
-    history = table[start : start + bins]  # [bins, D]
-    similarity = torch.nn.functional.cosine_similarity
-    assert similarity(history[500], history[501], dim=0) > 0.8  # 8 mm apart
-    assert similarity(history[500], history[900], dim=0) < 0.3  # 3.2 m apart
-    assert history.std() == pytest.approx(table[:start].std(), rel=0.2)  # the initializer's scale
-
-
 def test_same_generator_gives_the_same_loss():
     model = _tiny().train()
     batch = _batch()
