@@ -21,6 +21,7 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 
 from alpamayo_ros.model.alpamayo import AlpamayoR1
+from alpamayo_ros.model.engine.vision import BatchedVisionEncoder
 from alpamayo_ros.model.flow_matching import interpolate, sample_training_time, target_velocity
 from alpamayo_ros.model.tokens import special_token
 
@@ -84,7 +85,11 @@ class TeacherForced:
 
 
 def teacher_force(
-    model: AlpamayoR1, images: Tensor, hist_xyz: Tensor, coc_text: tuple[str, ...]
+    model: AlpamayoR1,
+    images: Tensor,
+    hist_xyz: Tensor,
+    coc_text: tuple[str, ...],
+    vision: BatchedVisionEncoder | None = None,
 ) -> TeacherForced:
     """Prefill the prompt like `plan`, then append `<coc><|cot_end|><|traj_future_start|>` in one call.
 
@@ -96,10 +101,20 @@ def teacher_force(
         images: [B, V, F, 3, H, W] uint8.
         hist_xyz: [B, H, 3].
         coc_text: B CoC strings.
+        vision: encode all frames in one batch with this (same modules and values as the tower's per-image
+            loop, several times fewer calls); None: the tower's own forward.
     """
     device, cfg = model.device, model.config
     input_ids, pixel_values, grid, position_ids, rope_deltas = model.prepare_inputs(images, hist_xyz)
-    image_embeds, deepstack = model._encode_images(pixel_values, grid)
+    if vision is None:
+        image_embeds, deepstack = model._encode_images(pixel_values, grid)
+    else:
+        if not bool((grid == grid[0]).all()):
+            raise ValueError(f"batched vision needs one patch grid for all frames, got {grid.unique(dim=0).tolist()}")
+        features = vision.encode(pixel_values, (int(grid[0, 1]), int(grid[0, 2])))  # [N, 1 + n_ds, tokens, D]
+        width = features.shape[-1]
+        image_embeds = features[:, 0].reshape(-1, width)  # [N·tokens, D]
+        deepstack = [features[:, i].reshape(-1, width) for i in range(1, features.shape[1])]
     cache = DynamicCache()
     first_logits = model._prefill(input_ids, position_ids, image_embeds, deepstack, cache)  # [B, vocab]
     cont = continuation_ids(model, coc_text).to(device)  # [B, N]
@@ -131,6 +146,7 @@ def training_loss(
     coc_weight: float = 1.0,
     flow_weight: float = 1.0,
     x_data: Tensor | None = None,
+    vision: BatchedVisionEncoder | None = None,
 ) -> LossOutput:
     """Teacher-forced CoC cross-entropy + flow-matching loss of one batch (model in train mode).
 
@@ -143,12 +159,13 @@ def training_loss(
         coc_weight: weight of the CoC loss.
         flow_weight: weight of the flow loss.
         x_data: [B, T, 2] precomputed `action_targets(model, batch)`; computed when None.
+        vision: batched frame encoder for `teacher_force` (None: the tower's per-image forward).
 
     Returns:
         LossOutput.
     """
     device, num_tokens = model.device, model.config.n_waypoints
-    forced = teacher_force(model, batch.images, batch.hist_xyz, batch.coc_text)
+    forced = teacher_force(model, batch.images, batch.hist_xyz, batch.coc_text, vision)
     logits, labels, cache = forced.logits, forced.labels, forced.cache
     coc = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
     valid = labels != IGNORE_INDEX

@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from alpamayo_ros.model.alpamayo import AlpamayoR1  # noqa: E402
 from alpamayo_ros.model.config import PRESETS  # noqa: E402
+from alpamayo_ros.model.engine.vision import BatchedVisionEncoder  # noqa: E402
 from alpamayo_ros.model.loading import save_pretrained  # noqa: E402
 from alpamayo_ros.model.tokenizer import build_tiny_tokenizer  # noqa: E402
 from alpamayo_ros.model.training import action_targets, training_loss  # noqa: E402
@@ -180,6 +181,7 @@ def train(model: AlpamayoR1, dataset: SceneDataset, config: TrainConfig) -> list
     batches = torch.Generator().manual_seed(config.seed)
     noise = torch.Generator(device=model.device).manual_seed(config.seed + 1)
     weights = example_weights(dataset, config.cause_balance)
+    vision = BatchedVisionEncoder(model.vlm.model.visual)  # one SDPA call per block instead of one per frame
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     for step in range(config.steps):
@@ -187,7 +189,7 @@ def train(model: AlpamayoR1, dataset: SceneDataset, config: TrainConfig) -> list
         batch = dataset.batch(indices.tolist())
         out = training_loss(model, batch, noise, flow_samples=config.flow_samples,
                             coc_weight=config.coc_weight, flow_weight=config.flow_weight,
-                            x_data=action_targets(model, batch))
+                            x_data=action_targets(model, batch), vision=vision)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()

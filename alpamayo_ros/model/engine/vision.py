@@ -33,15 +33,19 @@ class BatchedVisionEncoder:
         self._tables: dict[GridHW, tuple[Tensor, Tensor, Tensor]] = {}
 
     def _grid_tables(self, grid: GridHW) -> tuple[Tensor, Tensor, Tensor]:
-        """(position embedding [P, C], rotary cos [P, hd], sin [P, hd]) of one frame, computed once per grid
-        with the tower's own functions (so identical to its per-image values)."""
-        if grid not in self._tables:
-            visual = self.visual
-            grid_thw = torch.tensor([[1, *grid]], device=visual.pos_embed.weight.device)
-            rotary = visual.rot_pos_emb(grid_thw)  # [P, hd/2]
-            emb = torch.cat((rotary, rotary), dim=-1)  # [P, hd]
-            self._tables[grid] = (visual.fast_pos_embed_interpolate(grid_thw), emb.cos(), emb.sin())
-        return self._tables[grid]
+        """(position embedding [P, C], rotary cos [P, hd], sin [P, hd]) of one frame, with the tower's own
+        functions (so identical to its per-image values). Computed once per grid at inference; recomputed on
+        every call while gradients are on, since the position embedding is a trained weight."""
+        if grid in self._tables:
+            return self._tables[grid]
+        visual = self.visual
+        grid_thw = torch.tensor([[1, *grid]], device=visual.pos_embed.weight.device)
+        rotary = visual.rot_pos_emb(grid_thw)  # [P, hd/2]
+        emb = torch.cat((rotary, rotary), dim=-1)  # [P, hd]
+        tables = (visual.fast_pos_embed_interpolate(grid_thw), emb.cos(), emb.sin())
+        if not torch.is_grad_enabled():
+            self._tables[grid] = tables
+        return tables
 
     def _attention(self, attn: Qwen3VLVisionAttention, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Full attention within each frame: x [N, P, C] -> [N, P, C] (one SDPA call for all frames)."""

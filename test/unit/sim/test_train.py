@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from alpamayo_ros.model.config import PRESETS
+from alpamayo_ros.model.engine.vision import BatchedVisionEncoder
 from alpamayo_ros.model.training import IGNORE_INDEX, TrainingBatch, teacher_force, training_loss
 from alpamayo_ros.sim.dataset import SceneConfig, SceneDataset, build_cache, scene_kind
 from alpamayo_ros.sim.scene import EXPLANATIONS, Cause, ScenarioKind
@@ -73,6 +74,22 @@ def test_teacher_forced_logits_equal_token_by_token_decoding():
         assert kept[-2:] == [special.cot_end, special.traj_future_start]
         assert model.tokenizer.decode(kept[:-2]) == text
     assert forced.cache.get_seq_length() == forced.sequences.shape[1]
+
+
+def test_batched_vision_gives_the_tower_loss_and_gradients():
+    model = _tiny().train()
+    batch = _batch()
+    vision = BatchedVisionEncoder(model.vlm.model.visual)
+    losses, grads = [], []
+    for encoder in (None, vision):
+        model.zero_grad()
+        out = training_loss(model, batch, torch.Generator().manual_seed(3), flow_samples=2, vision=encoder)
+        out.total.backward()
+        losses.append(out.total.item())
+        grads.append(model.vlm.model.visual.blocks[0].attn.qkv.weight.grad.clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
 
 
 def test_loss_decreases_on_a_fixed_mini_batch():
