@@ -21,7 +21,7 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 
 from alpamayo_ros.model.alpamayo import AlpamayoR1
-from alpamayo_ros.model.engine.vision import BatchedVisionEncoder
+from alpamayo_ros.model.engine.vision import BatchedVisionEncoder, tower_outputs
 from alpamayo_ros.model.flow_matching import interpolate, sample_training_time, target_velocity
 from alpamayo_ros.model.tokens import special_token
 
@@ -110,11 +110,10 @@ def teacher_force(
         image_embeds, deepstack = model._encode_images(pixel_values, grid)
     else:
         if not bool((grid == grid[0]).all()):
-            raise ValueError(f"batched vision needs one patch grid for all frames, got {grid.unique(dim=0).tolist()}")
+            grids = grid.unique(dim=0).tolist()
+            raise ValueError(f"batched vision needs one patch grid for all frames, got {grids}")
         features = vision.encode(pixel_values, (int(grid[0, 1]), int(grid[0, 2])))  # [N, 1 + n_ds, tokens, D]
-        width = features.shape[-1]
-        image_embeds = features[:, 0].reshape(-1, width)  # [N·tokens, D]
-        deepstack = [features[:, i].reshape(-1, width) for i in range(1, features.shape[1])]
+        image_embeds, deepstack = tower_outputs(features)
     cache = DynamicCache()
     first_logits = model._prefill(input_ids, position_ids, image_embeds, deepstack, cache)  # [B, vocab]
     cont = continuation_ids(model, coc_text).to(device)  # [B, N]

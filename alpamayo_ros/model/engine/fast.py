@@ -30,7 +30,7 @@ from alpamayo_ros.model.alpamayo import AlpamayoR1, PlanOutput, _StageTimer
 from alpamayo_ros.model.engine.graphs import GraphRunner
 from alpamayo_ros.model.engine.sampling import advance_generator, device_generator
 from alpamayo_ros.model.engine.session import MODES, DecodeSession, autocast, decode_step, expert_loop
-from alpamayo_ros.model.engine.vision import BatchedVisionEncoder, FrameCache, GridHW
+from alpamayo_ros.model.engine.vision import BatchedVisionEncoder, FrameCache, GridHW, tower_outputs
 from alpamayo_ros.model.expert import expert_offsets
 from alpamayo_ros.model.generation import extract_span, replace_after_eos
 from alpamayo_ros.model.images import preprocess_images, smart_resize
@@ -343,10 +343,7 @@ class FastEngine:
                     self.frames.put(frame_ids[index], grid, encoded[row])
         self.frames_encoded += len(misses)
         self.frames_reused += len(features) - len(misses)
-        stacked = torch.stack(features)  # [B·V·F, 1 + n_ds, tokens, D]
-        width = stacked.shape[-1]
-        deepstack = [stacked[:, i].reshape(-1, width) for i in range(1, stacked.shape[1])]
-        return stacked[:, 0].reshape(-1, width), deepstack
+        return tower_outputs(torch.stack(features))  # stacked: [B·V·F, 1 + n_ds, tokens, D]
 
     def _decode(self, session: DecodeSession, mode: str, steps: int) -> int:
         """Run decode steps until the stop rule fires (or `steps` ran) -> N, the number of tokens to keep.

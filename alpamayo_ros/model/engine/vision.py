@@ -88,6 +88,14 @@ class BatchedVisionEncoder:
         return features.transpose(1, 2).contiguous()
 
 
+def tower_outputs(features: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Per-frame features [N, 1 + n_deepstack, tokens, D] -> what the tower's forward returns for those
+    frames: image embeds [N·tokens, D] and the deepstack features, one [N·tokens, D] per merger."""
+    width = features.shape[-1]
+    deepstack = [features[:, i].reshape(-1, width) for i in range(1, features.shape[1])]
+    return features[:, 0].reshape(-1, width), deepstack
+
+
 class FrameCache:
     """LRU map frame identity -> features [1 + n_deepstack, tokens, D] of one grid, on the model device.
 
