@@ -182,7 +182,7 @@ def test_ticks_follow_the_planning_rate_and_every_skip_has_a_reason(running):
     assert sum(last.skip_counts) == last.cycles_skipped  # every skip has a reason
     # Before 1.6 s of odometry existed, the first ticks were skipped for a reason, not silently.
     assert "history_incomplete" in last.skip_reasons or "frames_missing" in last.skip_reasons
-    # No more plans than ticks: counted over the window (single arrival gaps jitter with DDS delivery and load).
+    # No more plans than ticks, counted over the window (single arrival gaps jitter with delivery and load).
     window = [t for t in listener.arrivals if t_first <= t <= t_last]
     assert len(window) <= 2.0 * (t_last - t_first) + 2, "plans cannot come faster than the 2 Hz timer"
     assert _wait(lambda: any(s.name.endswith(": planning") for d in listener.diagnostics for s in d.status), 10.0)

@@ -89,7 +89,8 @@ def test_installed_node_plans_from_a_replayed_bag_and_exits_cleanly(tmp_path, ro
             executor.spin_once(timeout_sec=0.1)
         player.stop()
         assert proc.poll() is None, f"planner died: {_output(proc)}"
-        assert len(sets) >= 2, f"no plans from the bag; last status: {_status(statuses)}; planner said: {_stop(proc)}"
+        assert len(sets) >= 2, (f"no plans from the bag; last status: {_status(statuses)}; "
+                                f"planner said: {_stop(proc)}")
         camera_stamps = _bag_stamps(summary.path, "/sensors/camera/camera_front_wide_120fov/image_raw/compressed")
         assert all(stamp_to_ns(s.header.stamp) in camera_stamps for s in sets), "t0 must be a bag camera stamp"
         proc.send_signal(signal.SIGINT)
