@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from alpamayo_ros import bench
-
-
-@pytest.fixture(autouse=True)
-def _single_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_bench_writes_json_and_markdown(tmp_path, capsys):

@@ -23,16 +23,6 @@ QWEN_SPECIALS = (
 ).split()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _single_torch_thread():
-    """The tiny models are latency-bound: with pytest-xdist workers on 2 cores, torch's intra-op threads
-    oversubscribe the CPU (suite 26 s vs 11 s single-threaded under load). Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def build_model(config: AlpamayoConfig, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> AlpamayoR1:
     """A randomly initialised model, reproducible without touching the caller's global RNG state."""
     with torch.random.fork_rng():

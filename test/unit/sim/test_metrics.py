@@ -125,7 +125,6 @@ def test_bag_evaluation_accounts_for_every_tick(short_bag, tmp_path):
 
         model = AlpamayoR1(config, build_tiny_tokenizer(config.tokens)).eval()
     engine = ModelEngine(model, "random-tiny", max_new_tokens=8)
-    torch.set_num_threads(1)
     result = evaluate_bag(path, engine, config.io.camera_names, EvalConfig(rate_hz=4.0))
     summary = result["summary"]
     assert summary["ticks"] == 9  # 0.25 … 2.25 s: the last message is at 2.49 s

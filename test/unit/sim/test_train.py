@@ -19,14 +19,6 @@ from alpamayo_ros.sim.train import TrainConfig, build_model, train
 TEXTS = (EXPLANATIONS[Cause.STOP_FOR_RED_LIGHT], EXPLANATIONS[Cause.PROCEED_ON_GREEN])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _batch(batch_size: int = 2, seed: int = 0) -> TrainingBatch:
     """Random 64x64 frames, a straight 10 m/s history and a future braking to a stop."""
     g = torch.Generator().manual_seed(seed)
