@@ -59,10 +59,10 @@ class PlannerConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     # Egomotion history sampling.
     history: HistoryConfig = field(default_factory=HistoryConfig)
-    # How the published trajectory is chosen among the samples.
-    selection_mode: SelectionMode = SelectionMode.FIRST
-    # Trajectories sampled per cycle (upstream default 1).
-    num_samples: int = 1
+    # How the published trajectory is chosen among the samples: the medoid is the samples' consensus.
+    selection_mode: SelectionMode = SelectionMode.MEDOID
+    # Trajectories sampled per cycle (upstream samples 1; several let the selection drop outlying samples).
+    num_samples: int = 6
     # Sampling seed passed to the engine every cycle, or None for fresh randomness.
     seed: int | None = None
     # Spacing of the model's output waypoints, s (MODEL.md: 64 poses at t0 + 0.1 .. 6.4 s); used by selection.

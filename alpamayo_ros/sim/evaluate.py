@@ -31,7 +31,7 @@ from alpamayo_ros.planner.cycle import InferenceEngine, PlannerConfig, PlanningC
 from alpamayo_ros.planner.engine import ModelEngine, load_engine
 from alpamayo_ros.planner.images import decode_compressed, decode_raw
 from alpamayo_ros.planner.rotations import quat_normalize, quat_to_matrix
-from alpamayo_ros.planner.selection import SelectionMode
+from alpamayo_ros.planner.selection import SelectionMode, select
 from alpamayo_ros.planner.types import NS_PER_S, EgoSample, Frame, Observation, Plan, Skip
 from alpamayo_ros.planner.validator import NoValidPolicy
 from alpamayo_ros.sim.dataset import SceneDataset
@@ -156,9 +156,9 @@ class EvalConfig:
     """How a bag is replayed through the planning core."""
 
     rate_hz: float = 2.0  # planning ticks per second of bag time (the node's planning.rate_hz default)
-    num_samples: int = 1  # candidates per cycle (planning.num_samples)
+    num_samples: int = PlannerConfig.num_samples  # candidates per cycle (planning.num_samples)
     seed: int | None = 0  # sampling seed of every cycle; None = fresh randomness
-    selection: SelectionMode = SelectionMode.FIRST  # planning.selection
+    selection: SelectionMode = PlannerConfig.selection_mode  # planning.selection
     camera_topic: str = "/sensors/camera/{camera}/image_raw"  # "/compressed" is appended when the bag has it
     odometry_topic: str = "/localization/odometry"
     max_cycles: int | None = None  # stop after this many planned cycles
@@ -279,9 +279,11 @@ def _waypoint_errors(xyz: np.ndarray, truth: GroundTruth, t0_ns: int) -> list[fl
 
 
 def evaluate_scenes(engine: ModelEngine, dataset: SceneDataset, *, stride_s: float = 0.5,
-                    seed: int | None = 0) -> dict[str, object]:
-    """Score the engine on cached scenes at every t0 that is a multiple of `stride_s` (the first sample of
-    each cycle, as the node's default num_samples=1 / selection=first publishes it).
+                    seed: int | None = 0, num_samples: int = PlannerConfig.num_samples,
+                    selection: SelectionMode = PlannerConfig.selection_mode) -> dict[str, object]:
+    """Score the engine on cached scenes at every t0 that is a multiple of `stride_s`: `num_samples`
+    candidates per cycle, the one `selection` picks (the node's defaults) and its reasoning are scored. All
+    candidates take part in the selection (no validator runs here).
 
     Returns:
         metrics.summarize(...) plus "scenes" (seed list) and "latency_ms" (median per stage).
@@ -297,13 +299,15 @@ def evaluate_scenes(engine: ModelEngine, dataset: SceneDataset, *, stride_s: flo
             images=tuple(example.images), frame_stamps_ns=np.zeros(example.images.shape[:2], np.int64),
             history_xyz=history, history_rot=example.hist_rot, t0_position=np.zeros(3), t0_rotation=np.eye(3),
             speed_mps=float(np.linalg.norm(history[-1] - history[-2])) / WAYPOINT_DT_S)
-        result = engine.plan(obs, num_samples=1, seed=seed)
+        result = engine.plan(obs, num_samples=num_samples, seed=seed)
         for stage, ms in result.timings_ms.items():
             latency.setdefault(stage, []).append(float(ms))
-        errors = displacement_errors(result.xyz[0], example.fut_xyz)
-        scores.append(CycleScore(example.t0_s, errors, result.reasoning[0], example.cause))
-    return {**summarize(scores), "scenes": dataset.seeds,
-            "latency_ms": {stage: float(np.median(v)) for stage, v in latency.items()}}
+        xyz = np.asarray(result.xyz)  # [S, T, 3]
+        chosen, _ = select(xyz, selection, np.ones(len(xyz), dtype=bool), WAYPOINT_DT_S)
+        errors = displacement_errors(xyz[chosen], example.fut_xyz)
+        scores.append(CycleScore(example.t0_s, errors, result.reasoning[chosen], example.cause))
+    return {**summarize(scores), "scenes": dataset.seeds, "num_samples": num_samples,
+            "selection": selection.value, "latency_ms": {stage: float(np.median(v)) for stage, v in latency.items()}}
 
 
 def write_plots(result: dict[str, object], out: Path) -> list[Path]:

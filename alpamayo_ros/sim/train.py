@@ -92,8 +92,8 @@ that behaves sensibly on those scenes. It is not a driving model and has never s
 
 ## Held-out results
 
-{cycles_scored} cycles, open loop against the driven future, scoring the first sampled trajectory and its
-reasoning (what the node publishes with its defaults):
+{cycles_scored} cycles, open loop against the driven future: {num_samples} samples per cycle, the one the
+node's `{selection}` selection publishes with its defaults is scored, with its reasoning:
 
 | horizon | ADE (m) | FDE (m) |
 |---|---|---|
@@ -222,7 +222,8 @@ def write_model_card(out: Path, summary: dict[str, Any]) -> None:
         "last_train_seed": config["train_scenes"] - 1, "render_min": wall["render_s"] / 60,
         "train_min": wall["train_s"] / 60, "eval_min": wall.get("eval_s", 0.0) / 60,
         "latency": ", ".join(f"{k} {v:.0f} ms" for k, v in metrics.get("latency_ms", {}).items()),
-        "cycles_scored": metrics.get("cycles_scored", 0),
+        "cycles_scored": metrics.get("cycles_scored", 0), "num_samples": metrics.get("num_samples", 1),
+        "selection": metrics.get("selection", "first"),
         "cause_accuracy_pct": 100 * metrics.get("cause_accuracy", float("nan")),
         "loss_rows": "\n".join(f"| {r['step']} | {r['loss']:.3f} | {r['coc']:.3f} | {r['flow']:.3f} | "
                                f"{r['coc_token_accuracy']:.2f} |" for r in curve[:: max(1, len(curve) // 8)]

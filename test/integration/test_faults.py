@@ -32,6 +32,7 @@ from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
+from alpamayo_ros.planner.cycle import PlannerConfig  # noqa: E402
 from alpamayo_ros.planner.images import encode_compressed  # noqa: E402
 from alpamayo_ros.planner.sync import DEFAULT_CAMERA_NAMES  # noqa: E402
 from alpamayo_ros.planner.types import SkipReason  # noqa: E402
@@ -431,7 +432,9 @@ class TestInputAndEngineFaults:
     def test_nan_in_model_output(self, rig):
         """F36: NaN waypoints -> candidate flagged NON_FINITE, NO_VALID_CANDIDATE, nothing published for that
         t0 (output.no_valid_policy=stop_publishing), planning ERROR naming the check; next cycle plans."""
-        t0_ns = _engine_fault(rig, Fault.NAN, SkipReason.NO_VALID_CANDIDATE, ERROR, "non_finite 1/1")
+        samples = PlannerConfig.num_samples  # the rig plans with the node's default sample count
+        t0_ns = _engine_fault(rig, Fault.NAN, SkipReason.NO_VALID_CANDIDATE, ERROR,
+                              f"non_finite {samples}/{samples}")
         assert t0_ns not in rig.probe.plan_stamps()
 
     def test_model_output_of_wrong_shape(self, rig):

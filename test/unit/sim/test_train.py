@@ -1,5 +1,6 @@
 """Training of the embedded model: the teacher-forced pass equals inference decoding, the loss falls on a
-fixed mini-batch, the dataset yields what the node would see, and training is a function of its seed."""
+fixed mini-batch, the dataset yields what the node would see, training is a function of its seed, and the
+held-out scoring scores the candidate the selection picks."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ import torch
 from alpamayo_ros.model.config import PRESETS
 from alpamayo_ros.model.engine.vision import BatchedVisionEncoder
 from alpamayo_ros.model.training import IGNORE_INDEX, TrainingBatch, teacher_force, training_loss
+from alpamayo_ros.planner.engine import ModelEngine
+from alpamayo_ros.planner.selection import SelectionMode, select
+from alpamayo_ros.planner.types import NS_PER_S, Observation
 from alpamayo_ros.sim.dataset import SceneConfig, SceneDataset, build_cache, scene_kind
+from alpamayo_ros.sim.evaluate import evaluate_scenes
+from alpamayo_ros.sim.metrics import displacement_errors
 from alpamayo_ros.sim.scene import EXPLANATIONS, Cause, ScenarioKind
 from alpamayo_ros.sim.train import TrainConfig, build_model, train
 
@@ -153,3 +159,30 @@ def test_training_is_a_function_of_the_seed(scenes: SceneDataset):
         weights.append(model.action_out_proj.weight.detach().clone())
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
     assert PRESETS["small"].io == PRESETS["tiny"].io  # the embedded model keeps the real I/O geometry
+
+
+def test_scene_evaluation_scores_the_candidate_the_selection_picks(scenes: SceneDataset):
+    engine = ModelEngine(_tiny().eval(), "random-tiny", max_new_tokens=8)
+    scored = {mode: evaluate_scenes(engine, scenes, stride_s=0.5, seed=0, num_samples=3, selection=mode)
+              for mode in (SelectionMode.FIRST, SelectionMode.MEDOID)}
+    expected, medoids = {}, []
+    for i in np.flatnonzero(np.isclose(scenes.t0_s, 2.0)):  # the only multiple of 0.5 s in 1.6 … 2.2 s
+        example = scenes.example(int(i))
+        speed = float(np.linalg.norm(example.hist_xyz[-1] - example.hist_xyz[-2])) / 0.1
+        obs = Observation(
+            t0_ns=round(example.t0_s * NS_PER_S), camera_names=engine.model.config.io.camera_names,
+            images=tuple(example.images), frame_stamps_ns=np.zeros((4, 4), np.int64),
+            history_xyz=example.hist_xyz, history_rot=example.hist_rot, t0_position=np.zeros(3),
+            t0_rotation=np.eye(3), speed_mps=speed)
+        xyz = np.asarray(engine.plan(obs, num_samples=3, seed=0).xyz)  # [3, 64, 3]
+        for mode in scored:
+            chosen, _ = select(xyz, mode, np.ones(3, dtype=bool))
+            medoids += [chosen] if mode is SelectionMode.MEDOID else []
+            errors = displacement_errors(xyz[chosen], example.fut_xyz)
+            expected.setdefault(mode, []).append(errors["ade_6.4s"])
+    assert len(medoids) == 2 and 0 not in medoids  # with this seed the medoid is never the first sample
+    for mode, metrics in scored.items():
+        assert metrics["cycles_scored"] == 2 and metrics["num_samples"] == 3
+        assert metrics["selection"] == mode.value
+        assert metrics["ade_6.4s"] == pytest.approx(np.mean(expected[mode]), rel=1e-6)
+    assert scored[SelectionMode.FIRST]["ade_6.4s"] != scored[SelectionMode.MEDOID]["ade_6.4s"]
