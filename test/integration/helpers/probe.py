@@ -79,12 +79,14 @@ class Probe:
         with self._lock:
             return [stamp_ns(m.header.stamp) for m in self.sets]
 
-    def wait_plan_after(self, t_ns: int, timeout_s: float = 40.0, since: int = 0) -> TrajectorySet | None:
-        """The first trajectory set stamped (t0) at or after `t_ns` among those received after the first
-        `since` (the count of sets before a time jump), waiting for it."""
+    def wait_plan_after(self, t_ns: int, timeout_s: float = 40.0, since: int = 0,
+                        before_ns: int | None = None) -> TrajectorySet | None:
+        """The first trajectory set stamped (t0) at or after `t_ns` (and before `before_ns`, if given) among
+        those received after the first `since` (the count of sets before a time jump), waiting for it."""
         def find():
             with self._lock:
-                return next((m for m in list(self.sets)[since:] if stamp_ns(m.header.stamp) >= t_ns), None)
+                return next((m for m in list(self.sets)[since:] if t_ns <= stamp_ns(m.header.stamp)
+                             and (before_ns is None or stamp_ns(m.header.stamp) < before_ns)), None)
         return wait_until(find, timeout_s)
 
     def diagnostic(self, kind: str) -> DiagnosticStatus | None:
