@@ -4,9 +4,11 @@ Lifecycle: configure loads the model (progress bar + log) and warms it up, activ
 timer, deactivate stops it, cleanup frees the model. With `autostart` (default) the node configures and
 activates itself, so a plain launch just plans.
 
-Threads: camera subscriptions run in a reentrant callback group on a MultiThreadedExecutor, odometry in its
-own mutually exclusive group (the jump check needs samples in arrival order); the planning timer only builds
-the observation and hands it to a single worker thread, so inference never blocks the subscribers. A tick
+Threads: `main` spins the node on a SingleThreadedExecutor; the callback groups (cameras reentrant, odometry
+mutually exclusive: the jump check needs samples in arrival order) also hold on a MultiThreadedExecutor. The
+planning timer only builds the observation and hands it to a single worker thread, so inference never blocks
+the subscribers. (Spun by rclpy's MultiThreadedExecutor under bag replay, the node was seen to keep one core
+busy in the executor loop, and inference, waiting for the GIL, slowed from ~0.1 s to tens of seconds.) A tick
 that finds the worker still busy is skipped and counted (BUSY), like every other skipped tick.
 
 Faults (docs/FAULTS.md): a message that cannot be used is rejected and counted per source; every tick is
@@ -32,7 +34,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold, TimeJump
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -499,7 +501,7 @@ class PlannerNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     forward_python_logging()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = SingleThreadedExecutor()
     node = PlannerNode()
     executor.add_node(node)
     try:

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import rclpy
 from PIL import Image as PilImage
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -113,7 +113,7 @@ def run_node(bag: Path, out: Path, model: Path | None, rate: float, planning_rat
     """
     context = rclpy.context.Context()
     rclpy.init(context=context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = SingleThreadedExecutor(context=context)
     nodes: list[Node] = []
     try:
         planner = _planner(context, model, planning_rate_hz, seed)
