@@ -26,6 +26,7 @@ import torch
 
 from alpamayo_ros.model.training import TrainingBatch
 from alpamayo_ros.planner.images import decode_compressed, encode_compressed
+from alpamayo_ros.planner.types import NS_PER_S, Observation
 from alpamayo_ros.sim.cameras import camera_rig
 from alpamayo_ros.sim.render import SceneRenderer
 from alpamayo_ros.sim.scenarios import generate_scenario
@@ -159,6 +160,15 @@ class Example:
     @property
     def explanation(self) -> str:
         return EXPLANATIONS[self.cause]
+
+    def observation(self, camera_names: tuple[str, ...]) -> Observation:
+        """What the planning core hands the engine at this t0 (ego frame at t0, speed from the last history
+        step; frame stamps are not kept and read 0)."""
+        speed = float(np.linalg.norm(self.hist_xyz[-1] - self.hist_xyz[-2])) / TRAJECTORY_DT_S
+        return Observation(
+            t0_ns=round(self.t0_s * NS_PER_S), camera_names=camera_names, images=tuple(self.images),
+            frame_stamps_ns=np.zeros(self.images.shape[:2], np.int64), history_xyz=self.hist_xyz,
+            history_rot=self.hist_rot, t0_position=np.zeros(3), t0_rotation=np.eye(3), speed_mps=speed)
 
 
 class SceneDataset:

@@ -32,7 +32,7 @@ from alpamayo_ros.planner.engine import ModelEngine, load_engine
 from alpamayo_ros.planner.images import decode_compressed, decode_raw
 from alpamayo_ros.planner.rotations import quat_normalize, quat_to_matrix
 from alpamayo_ros.planner.selection import SelectionMode, select
-from alpamayo_ros.planner.types import NS_PER_S, EgoSample, Frame, Observation, Plan, Skip
+from alpamayo_ros.planner.types import NS_PER_S, EgoSample, Frame, Plan, Skip
 from alpamayo_ros.planner.validator import NoValidPolicy
 from alpamayo_ros.sim.dataset import SceneDataset
 from alpamayo_ros.sim.plots import bar_timeline, line_chart
@@ -293,12 +293,7 @@ def evaluate_scenes(engine: ModelEngine, dataset: SceneDataset, *, stride_s: flo
     step = round(stride_s / WAYPOINT_DT_S)
     for i in np.flatnonzero(np.round(dataset.t0_s / WAYPOINT_DT_S).astype(np.int64) % step == 0):
         example = dataset.example(int(i))
-        history = example.hist_xyz  # [H, 3]
-        obs = Observation(
-            t0_ns=round(example.t0_s * NS_PER_S), camera_names=engine.model.config.io.camera_names,
-            images=tuple(example.images), frame_stamps_ns=np.zeros(example.images.shape[:2], np.int64),
-            history_xyz=history, history_rot=example.hist_rot, t0_position=np.zeros(3), t0_rotation=np.eye(3),
-            speed_mps=float(np.linalg.norm(history[-1] - history[-2])) / WAYPOINT_DT_S)
+        obs = example.observation(engine.model.config.io.camera_names)
         result = engine.plan(obs, num_samples=num_samples, seed=seed)
         for stage, ms in result.timings_ms.items():
             latency.setdefault(stage, []).append(float(ms))
@@ -307,7 +302,8 @@ def evaluate_scenes(engine: ModelEngine, dataset: SceneDataset, *, stride_s: flo
         errors = displacement_errors(xyz[chosen], example.fut_xyz)
         scores.append(CycleScore(example.t0_s, errors, result.reasoning[chosen], example.cause))
     return {**summarize(scores), "scenes": dataset.seeds, "num_samples": num_samples,
-            "selection": selection.value, "latency_ms": {stage: float(np.median(v)) for stage, v in latency.items()}}
+            "selection": selection.value,
+            "latency_ms": {stage: float(np.median(v)) for stage, v in latency.items()}}
 
 
 def write_plots(result: dict[str, object], out: Path) -> list[Path]:

@@ -15,7 +15,6 @@ from alpamayo_ros.model.engine.vision import BatchedVisionEncoder
 from alpamayo_ros.model.training import IGNORE_INDEX, TrainingBatch, teacher_force, training_loss
 from alpamayo_ros.planner.engine import ModelEngine
 from alpamayo_ros.planner.selection import SelectionMode, select
-from alpamayo_ros.planner.types import NS_PER_S, Observation
 from alpamayo_ros.sim.dataset import SceneConfig, SceneDataset, build_cache, scene_kind
 from alpamayo_ros.sim.evaluate import evaluate_scenes
 from alpamayo_ros.sim.metrics import displacement_errors
@@ -168,12 +167,7 @@ def test_scene_evaluation_scores_the_candidate_the_selection_picks(scenes: Scene
     expected, medoids = {}, []
     for i in np.flatnonzero(np.isclose(scenes.t0_s, 2.0)):  # the only multiple of 0.5 s in 1.6 … 2.2 s
         example = scenes.example(int(i))
-        speed = float(np.linalg.norm(example.hist_xyz[-1] - example.hist_xyz[-2])) / 0.1
-        obs = Observation(
-            t0_ns=round(example.t0_s * NS_PER_S), camera_names=engine.model.config.io.camera_names,
-            images=tuple(example.images), frame_stamps_ns=np.zeros((4, 4), np.int64),
-            history_xyz=example.hist_xyz, history_rot=example.hist_rot, t0_position=np.zeros(3),
-            t0_rotation=np.eye(3), speed_mps=speed)
+        obs = example.observation(engine.model.config.io.camera_names)
         xyz = np.asarray(engine.plan(obs, num_samples=3, seed=0).xyz)  # [3, 64, 3]
         for mode in scored:
             chosen, _ = select(xyz, mode, np.ones(3, dtype=bool))
