@@ -28,7 +28,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
@@ -540,8 +540,9 @@ class TestTimeFaults:
 # ------------------------------------------------------------------ lifecycle: bad parameters or checkpoint
 
 def _spin(context, *nodes):
-    """Spin `nodes` on a background executor; returns the function that stops and destroys them."""
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    """Spin `nodes` on a background single-threaded executor, as the node's `main` does; returns the function
+    that stops and destroys them."""
+    executor = SingleThreadedExecutor(context=context)
     for node in nodes:
         executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)

@@ -15,7 +15,7 @@ import torch
 pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -84,8 +84,7 @@ def make_running(ros_context, tmp_path):
         sets: list[TrajectorySet] = []
         helper.create_subscription(TrajectorySet, f"{NS}/output/trajectory_set", sets.append, 10)
         route_pub = helper.create_publisher(String, f"{NS}/input/route", 10)
-        executors = [MultiThreadedExecutor(num_threads=4, context=ros_context),
-                     SingleThreadedExecutor(context=ros_context)]
+        executors = [SingleThreadedExecutor(context=ros_context), SingleThreadedExecutor(context=ros_context)]
         executors[0].add_node(planner)
         executors[1].add_node(vehicle)
         executors[1].add_node(helper)

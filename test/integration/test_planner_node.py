@@ -18,7 +18,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -102,8 +102,7 @@ def running(ros_context, tiny_checkpoint):
 def _spinning(planner, vehicle, listener):
     """Spin the planner and listener on one executor and the vehicle on its own, like a driver process."""
     context = planner.context
-    executors = [MultiThreadedExecutor(num_threads=4, context=context),
-                 rclpy.executors.SingleThreadedExecutor(context=context)]
+    executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
     executors[0].add_node(planner)
     executors[0].add_node(listener.node)
     executors[1].add_node(vehicle)
@@ -127,7 +126,7 @@ def _set_parameters(context, node_name: str, params: list[Parameter]):
         client = client_node.create_client(SetParameters, f"{node_name}/set_parameters")
         assert client.wait_for_service(timeout_sec=10.0)
         future = client.call_async(SetParameters.Request(parameters=[p.to_parameter_msg() for p in params]))
-        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor = SingleThreadedExecutor(context=context)
         executor.add_node(client_node)
         executor.spin_until_future_complete(future, timeout_sec=10.0)
         executor.shutdown()

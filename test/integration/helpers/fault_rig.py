@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from alpamayo_ros.planner.types import SkipReason
@@ -38,7 +38,8 @@ def planner_parameters(checkpoint: Path, **overrides: Any) -> dict[str, Any]:
 
 
 class Rig:
-    """Planner + probe on a 4-thread executor, the vehicle on its own (like a separate driver process)."""
+    """Planner + probe on one single-threaded executor as in the node's `main`, the vehicle on its own (like a
+    separate driver process)."""
 
     def __init__(self, context, checkpoint: Path, name: str, *, vehicle_muted: set[str] | None = None,
                  use_sim_time: bool = False, **overrides: Any) -> None:
@@ -51,8 +52,7 @@ class Rig:
         self.vehicle = ScriptedVehicle(context, f"{self.name}/input/camera", f"{self.name}/input/odometry",
                                        use_sim_time=use_sim_time, muted=vehicle_muted)
         self.probe = Probe(context, self.name)
-        self._executors = [MultiThreadedExecutor(num_threads=4, context=context),
-                           SingleThreadedExecutor(context=context)]
+        self._executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
         self._executors[0].add_node(self.planner)
         self._executors[0].add_node(self.probe.node)
         self._executors[1].add_node(self.vehicle)
