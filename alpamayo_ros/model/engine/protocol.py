@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -27,6 +28,9 @@ class Planner(Protocol):
         noise: Tensor | None = None,
         greedy: bool = False,
         forced_coc_ids: Tensor | None = None,
+        route: Sequence[str | None] | None = None,
+        guidance_weight: float | None = None,
+        camera_names: Sequence[str] | None = None,
     ) -> PlanOutput:
         """Reason about the scene and sample S future trajectories per input."""
         ...
