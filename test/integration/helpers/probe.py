@@ -31,6 +31,18 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, period_s: float =
         time.sleep(period_s)
 
 
+def publish_until(publish: Callable[[], None], predicate: Callable[[], Any], timeout_s: float,
+                  period_s: float = 0.5) -> Any:
+    """Publish, then poll `predicate` for `period_s`; again until it is truthy (returned) or `timeout_s` passes.
+    For best-effort topics, where a loaded subscriber may drop any one message."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        publish()
+        value = wait_until(predicate, min(period_s, max(0.0, deadline - time.monotonic())))
+        if value or time.monotonic() > deadline:
+            return value
+
+
 def stamp_ns(stamp) -> int:
     return stamp.sec * NS + stamp.nanosec
 
