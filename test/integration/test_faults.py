@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -28,7 +27,6 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
@@ -47,8 +45,8 @@ from alpamayo_ros.sim.scene import ScenarioKind  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from fault_rig import Rig, planner_parameters, unaccounted  # noqa: E402
 from faulty_engine import Fault  # noqa: E402
-from probe import (Probe, change_state, get_state, publish_until, set_parameters, stamp_ns, values,  # noqa: E402
-                   wait_until)
+from probe import (Probe, change_state, get_state, publish_until, set_parameters, spin_in_background,  # noqa: E402
+                   stamp_ns, values, wait_until)
 from scripted_vehicle import ODOMETRY, ScriptedVehicle, SimClock  # noqa: E402
 from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 
@@ -540,23 +538,6 @@ class TestTimeFaults:
 
 # ------------------------------------------------------------------ lifecycle: bad parameters or checkpoint
 
-def _spin(context, *nodes):
-    """Spin `nodes` on a background single-threaded executor, as the node's `main` does; returns the function
-    that stops and destroys them."""
-    executor = SingleThreadedExecutor(context=context)
-    for node in nodes:
-        executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-
-    def stop():
-        executor.shutdown()
-        thread.join(timeout=10)
-        for node in nodes:
-            node.destroy_node()
-    return stop
-
-
 @pytest.mark.xdist_group("faults_lifecycle")
 def test_invalid_parameters_at_start(ros_context, tiny_checkpoint):
     """F39: out of range, wrong type and unknown choice at start -> the node stays alive and unconfigured,
@@ -568,7 +549,7 @@ def test_invalid_parameters_at_start(ros_context, tiny_checkpoint):
     planner = PlannerNode(name, context=ros_context,
                           parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
     probe = Probe(ros_context, f"/{name}")
-    stop = _spin(ros_context, planner, probe.node)
+    stop = spin_in_background(ros_context, (planner, probe.node))
     try:
         assert get_state(ros_context, f"/{name}") == "unconfigured"
         reasons = ("planning.rate_hz=100.0 is outside [0.1, 30.0]",
@@ -603,7 +584,7 @@ def test_missing_then_corrupt_checkpoint(ros_context, tiny_checkpoint, tmp_path)
                           parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
     probe = Probe(ros_context, f"/{name}")
     vehicle = ScriptedVehicle(ros_context, f"/{name}/input/camera", f"/{name}/input/odometry")
-    stop = _spin(ros_context, planner, probe.node, vehicle)
+    stop = spin_in_background(ros_context, (planner, probe.node, vehicle))
     try:
         assert get_state(ros_context, f"/{name}") == "unconfigured"
         assert probe.wait_diagnostic(
@@ -664,7 +645,7 @@ def test_planner_process_survives_faults_and_exits_cleanly(ros_context, tiny_che
     probe = Probe(ros_context, f"/{name}")
     vehicle = ScriptedVehicle(ros_context, f"/{name}/input/camera", f"/{name}/input/odometry",
                               compressed=True)
-    stop = _spin(ros_context, probe.node, vehicle)
+    stop = spin_in_background(ros_context, (probe.node, vehicle))
     try:
         assert probe.wait_plan_after(0, timeout_s=90.0), "the planner process never planned"
         good = encode_compressed(np.full((64, 112, 3), 100, np.uint8), "jpeg")
@@ -706,7 +687,7 @@ def test_planner_process_with_invalid_start_parameter(ros_context, tiny_checkpoi
     name = "invalid_process_planner"
     process = _start_planner_process(name, {"model.path": tiny_checkpoint, "planning.rate_hz": 100.0})
     probe = Probe(ros_context, f"/{name}")
-    stop = _spin(ros_context, probe.node)
+    stop = spin_in_background(ros_context, (probe.node,))
     try:
         assert probe.wait_diagnostic("model", _has(ERROR, "planning.rate_hz=100.0 is outside [0.1, 30.0]"),
                                      timeout_s=60.0, since=0)
@@ -752,7 +733,7 @@ def test_soak_bag_loop(ros_context, tiny_checkpoint, tmp_path):
     player = BagPlayer(player_node, bag, ReplayConfig(rate=2.0, loop=True, topics=tuple(t for t, _ in remap),
                                                       remap=remap))
     injector = player_node.create_publisher(CompressedImage, remap[1][1], 10)
-    stop = _spin(ros_context, planner, probe.node)
+    stop = spin_in_background(ros_context, (planner, probe.node))
     try:
         assert player.wait_for_subscribers([out for _, out in remap], timeout_s=10.0)
         player.play(blocking=False)

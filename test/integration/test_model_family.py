@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import torch
 pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
@@ -29,6 +27,7 @@ from alpamayo_ros.ros.planner_node import PlannerNode, load_engine_from_paramete
 from alpamayo_ros.srv import Ask  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from probe import spin_in_background  # noqa: E402
 from sensors import FakeVehicle  # noqa: E402
 
 NS = "/alpamayo_planner"
@@ -84,23 +83,12 @@ def make_running(ros_context, tmp_path):
         sets: list[TrajectorySet] = []
         helper.create_subscription(TrajectorySet, f"{NS}/output/trajectory_set", sets.append, 10)
         route_pub = helper.create_publisher(String, f"{NS}/input/route", 10)
-        executors = [SingleThreadedExecutor(context=ros_context), SingleThreadedExecutor(context=ros_context)]
-        executors[0].add_node(planner)
-        executors[1].add_node(vehicle)
-        executors[1].add_node(helper)
-        threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-        for thread in threads:
-            thread.start()
-        started.append((executors, threads, (planner, vehicle, helper)))
+        started.append(spin_in_background(ros_context, (planner,), (vehicle, helper)))
         return planner, spies[0], helper, route_pub, sets
 
     yield start
-    for executors, threads, nodes in started:
-        for executor, thread in zip(executors, threads):
-            executor.shutdown()
-            thread.join(timeout=10)
-        for node in nodes:
-            node.destroy_node()
+    for stop in started:
+        stop()
 
 
 def _wait(predicate, timeout_s: float) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from alpamayo_ros.ros.convert import stamp_to_ns  # noqa: E402
 from alpamayo_ros.ros.planner_node import PlannerNode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from probe import spin_in_background  # noqa: E402
 from sensors import FakeVehicle  # noqa: E402
 from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 
@@ -101,22 +101,11 @@ def running(ros_context, tiny_checkpoint):
 @contextlib.contextmanager
 def _spinning(planner, vehicle, listener):
     """Spin the planner and listener on one executor and the vehicle on its own, like a driver process."""
-    context = planner.context
-    executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
-    executors[0].add_node(planner)
-    executors[0].add_node(listener.node)
-    executors[1].add_node(vehicle)
-    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
-    for thread in threads:
-        thread.start()
+    stop = spin_in_background(planner.context, (planner, listener.node), (vehicle,))
     try:
         yield
     finally:
-        for executor, thread in zip(executors, threads):
-            executor.shutdown()
-            thread.join(timeout=10)
-        for node in (planner, vehicle, listener.node):
-            node.destroy_node()
+        stop()
 
 
 def _set_parameters(context, node_name: str, params: list[Parameter]):

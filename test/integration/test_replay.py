@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from nav_msgs.msg import Odometry  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from rosbags.highlevel import AnyReader  # noqa: E402
@@ -27,6 +25,9 @@ from alpamayo_ros.ros.replay import BagPlayer, ReplayConfig  # noqa: E402
 from alpamayo_ros.sim.bag import ODOMETRY_TOPIC, BagConfig, write_bag  # noqa: E402
 from alpamayo_ros.sim.scenarios import generate_scenario  # noqa: E402
 from alpamayo_ros.sim.scene import ScenarioKind  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from probe import spin_in_background  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -75,24 +76,6 @@ class Listener(Node):
         self.clock.append(msg.clock.sec * NS + msg.clock.nanosec)
 
 
-class Spinner:
-    """Spins nodes on a background executor; shuts down in the order the ROS notes require."""
-
-    def __init__(self, context, *nodes: Node):
-        self.executor = SingleThreadedExecutor(context=context)
-        self.nodes = nodes
-        for node in nodes:
-            self.executor.add_node(node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join()
-        for node in self.nodes:
-            node.destroy_node()
-
-
 def wait_for(predicate, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -106,7 +89,7 @@ def test_rate_two_halves_the_gaps_with_clock_remap_and_skipped_types(ros_context
     bag = sim_bags["mcap"]
     player_node = Node("bag_player", context=ros_context)
     listener = Listener(ros_context)
-    spinner = Spinner(ros_context, listener)
+    stop_spinning = spin_in_background(ros_context, (listener,))
     try:
         player = BagPlayer(player_node, bag, ReplayConfig(rate=2.0, remap=((ODOMETRY_TOPIC, ODOM_OUT),)))
         assert player.topics[ODOMETRY_TOPIC] == ODOM_OUT
@@ -117,7 +100,7 @@ def test_rate_two_halves_the_gaps_with_clock_remap_and_skipped_types(ros_context
         assert wait_for(lambda: len(listener.odometry) >= len(expected), 3.0)
         assert listener.count_publishers(ODOMETRY_TOPIC) == 0  # only the remapped name is published
     finally:
-        spinner.close()
+        stop_spinning()
         player_node.destroy_node()
 
     received = np.array([s for _, s in listener.odometry])
@@ -144,7 +127,7 @@ def test_loop_with_start_offset_from_sqlite3(ros_context, sim_bags):
     bag = sim_bags["sqlite3"]
     player_node = Node("bag_player", context=ros_context)
     listener = Listener(ros_context, odom_topic=ODOMETRY_TOPIC)
-    spinner = Spinner(ros_context, listener)
+    stop_spinning = spin_in_background(ros_context, (listener,))
     try:
         config = ReplayConfig(rate=4.0, loop=True, start_offset_s=1.0, topics=(ODOMETRY_TOPIC,))
         player = BagPlayer(player_node, bag, config)
@@ -155,7 +138,7 @@ def test_loop_with_start_offset_from_sqlite3(ros_context, sim_bags):
         player.stop()
         assert player.wait(timeout_s=5.0)
     finally:
-        spinner.close()
+        stop_spinning()
         player_node.destroy_node()
 
     first_kept = player.start_time_ns + NS  # the 1 s offset
@@ -193,7 +176,7 @@ def test_record_planner_outputs_and_standard_types(ros_context, sim_bags, tmp_pa
                                                       remap=((ODOMETRY_TOPIC, ODOM_OUT),)))
     recorder = BagRecorder(player_node, tmp_path / "recorded", [PLAN_TOPIC, ODOM_OUT],
                            clock_ns=player.bag_time_ns)
-    spinner = Spinner(ros_context, planner, player_node)
+    stop_spinning = spin_in_background(ros_context, (planner, player_node))
     try:
         assert wait_for(lambda: not recorder.pending_topics, 5.0), recorder.pending_topics
         assert player.wait_for_subscribers([ODOM_OUT], timeout_s=5.0, count=2)  # the planner and the recorder
@@ -203,7 +186,7 @@ def test_record_planner_outputs_and_standard_types(ros_context, sim_bags, tmp_pa
         assert wait_for(lambda: recorder.counts[PLAN_TOPIC] >= total, 5.0), recorder.counts
     finally:
         counts = recorder.close()
-        spinner.close()
+        stop_spinning()
     assert counts == {PLAN_TOPIC: total, ODOM_OUT: total}
     assert len(sent) == total
 

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from alpamayo_ros.planner.types import SkipReason
 from alpamayo_ros.planner.validator import ValidatorConfig
 from alpamayo_ros.ros.planner_node import PlannerNode, load_engine_from_parameters
 from faulty_engine import FaultyEngine
-from probe import Probe
+from probe import Probe, spin_in_background
 from scripted_vehicle import ScriptedVehicle
+
 
 def planner_parameters(checkpoint: Path, **overrides: Any) -> dict[str, Any]:
     """Test settings: the tiny checkpoint, few tokens, 4 Hz, and every validator threshold off.
@@ -52,13 +50,7 @@ class Rig:
         self.vehicle = ScriptedVehicle(context, f"{self.name}/input/camera", f"{self.name}/input/odometry",
                                        use_sim_time=use_sim_time, muted=vehicle_muted)
         self.probe = Probe(context, self.name)
-        self._executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
-        self._executors[0].add_node(self.planner)
-        self._executors[0].add_node(self.probe.node)
-        self._executors[1].add_node(self.vehicle)
-        self._threads = [threading.Thread(target=e.spin, daemon=True) for e in self._executors]
-        for thread in self._threads:
-            thread.start()
+        self._stop_spinning = spin_in_background(context, (self.planner, self.probe.node), (self.vehicle,))
 
     def _engine_factory(self, values: dict[str, Any], config) -> FaultyEngine:
         engine = FaultyEngine(load_engine_from_parameters(values, config))
@@ -84,11 +76,8 @@ class Rig:
         return self.stats()["input_errors"].get(source, 0)
 
     def close(self) -> None:
-        for executor, thread in zip(self._executors, self._threads):
-            executor.shutdown()
-            thread.join(timeout=10)
-        for node in (self.planner, self.vehicle, self.probe.node):
-            node.destroy_node()
+        """Stop the executors and destroy the nodes."""
+        self._stop_spinning()
 
 
 def unaccounted(stats: dict[str, Any]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import rclpy
@@ -14,6 +14,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from alpamayo_ros.msg import PlannerStatus, TrajectorySet
@@ -29,6 +30,28 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, period_s: float =
         if value or time.monotonic() > deadline:
             return value
         time.sleep(period_s)
+
+
+def spin_in_background(context, *groups: Sequence[Node]) -> Callable[[], None]:
+    """Spin each group of nodes on its own SingleThreadedExecutor thread, as the node's `main` does (rclpy's
+    MultiThreadedExecutor busy-spins under bag replay and starves the node); returns the function that shuts
+    the executors down and then destroys the nodes, the order the ROS notes require."""
+    executors = [SingleThreadedExecutor(context=context) for _ in groups]
+    for executor, nodes in zip(executors, groups):
+        for node in nodes:
+            executor.add_node(node)
+    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors]
+    for thread in threads:
+        thread.start()
+
+    def stop() -> None:
+        for executor, thread in zip(executors, threads):
+            executor.shutdown()
+            thread.join(timeout=10)
+        for nodes in groups:
+            for node in nodes:
+                node.destroy_node()
+    return stop
 
 
 def publish_until(publish: Callable[[], None], predicate: Callable[[], Any], timeout_s: float,
